@@ -1,0 +1,29 @@
+//! Test tooling shared by the kubecrew crates and `cargo xtask test`.
+//!
+//! - [`tools`]: installs the external programs tests drive (a Python virtualenv with the
+//!   `kubernetes` client, ...) into `target/tools`, once, under a file lock, so parallel test
+//!   binaries and CI share one installation.
+//! - [`eventually`]: waits for a condition with a deadline (tests never sleep and hope).
+
+pub mod tools;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,112 @@
+//! External tools the tests use, installed on demand into `<workspace>/target/tools`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A tool could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// A command failed.
+    #[error("{what} failed: {detail}")]
+    Command {
+        /// What was being done.
+        what: String,
+        /// Its output or error.
+        detail: String,
+    },
+    /// File system trouble.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The Python packages the tests use, pinned.
+pub const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2"];
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `<workspace>/target/tools` (or `KUBECREW_TOOLS_DIR`).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("KUBECREW_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target").join("tools"))
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<(), ToolError> {
+    let out = cmd.output().map_err(|e| ToolError::Command {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(ToolError::Command {
+            what: what.to_owned(),
+            detail: format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Holds an exclusive lock on `<tools>/<name>.lock` while installing.
+fn locked<T>(name: &str, f: impl FnOnce() -> Result<T, ToolError>) -> Result<T, ToolError> {
+    let dir = tools_dir();
+    std::fs::create_dir_all(&dir)?;
+    let lock = File::create(dir.join(format!("{name}.lock")))?;
+    lock.lock()?;
+    let result = f();
+    lock.unlock()?;
+    result
+}
+
+/// A Python interpreter in a virtualenv with [`PYTHON_PACKAGES`] installed.
+pub fn python() -> Result<PathBuf, ToolError> {
+    locked("pyenv", || {
+        let venv = tools_dir().join("pyenv");
+        let python = venv.join("bin").join("python");
+        let stamp = venv.join("installed.txt");
+        let wanted = PYTHON_PACKAGES.join("\n");
+        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+            return Ok(python);
+        }
+        run(
+            "python3 -m venv",
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        )?;
+        run(
+            "pip install",
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PYTHON_PACKAGES),
+        )?;
+        std::fs::write(&stamp, wanted)?;
+        Ok(python)
+    })
+}
+
+/// `kubectl` from PATH; every kubecrew machine has it (the project does not install it).
+pub fn kubectl() -> Result<PathBuf, ToolError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|p| p.join("kubectl"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| ToolError::Command {
+            what: "finding kubectl".into(),
+            detail: "kubectl is not on PATH; install kubectl 1.32+".into(),
+        })
+}

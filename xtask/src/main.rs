@@ -1,0 +1,86 @@
+//! `cargo xtask`: the project's own automation (tests with their tools, the demo, ...).
+
+use std::process::{Command, ExitStatus};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "kubecrew project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the tools the tests drive, then run every test of the workspace.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Start the development cluster and keep it running (until the full demo lands).
+    Demo {
+        /// Port on 127.0.0.1 (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Run the benchmarks and print their figures.
+    Bench,
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn check(status: ExitStatus, what: &str) -> anyhow::Result<()> {
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = testkit::tools::workspace_root();
+    match cli.command {
+        Cmd::Test { args } => {
+            eprintln!("xtask: checking kubectl");
+            let kubectl = testkit::tools::kubectl()?;
+            eprintln!("xtask: {}", kubectl.display());
+            eprintln!("xtask: installing the Python test client (once, into target/tools)");
+            let python = testkit::tools::python().context("installing the Python client")?;
+            eprintln!("xtask: {}", python.display());
+            let status = cargo()
+                .current_dir(&root)
+                .args(["test", "--workspace", "--locked"])
+                .args(&args)
+                .status()?;
+            check(status, "cargo test")
+        }
+        Cmd::Demo { port } => {
+            let kubeconfig = root.join("target").join("demo").join("kubeconfig");
+            eprintln!(
+                "xtask: starting devcluster; use it with: KUBECONFIG={} kubectl get ns",
+                kubeconfig.display()
+            );
+            let status = cargo()
+                .current_dir(&root)
+                .args(["run", "--release", "--package", "devcluster", "--", "serve"])
+                .arg("--port")
+                .arg(port.to_string())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .status()?;
+            check(status, "devcluster")
+        }
+        Cmd::Bench => {
+            let status = cargo()
+                .current_dir(&root)
+                .args(["bench", "--workspace", "--locked"])
+                .status()?;
+            check(status, "cargo bench")
+        }
+    }
+}
