@@ -1,5 +1,9 @@
 //! `cargo xtask`: the project's own automation (tests with their tools, the demo, ...).
 
+mod crds;
+mod protobuf_descriptors;
+
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 
 use anyhow::{Context, bail};
@@ -28,6 +32,22 @@ enum Cmd {
     },
     /// Run the benchmarks and print their figures.
     Bench,
+    /// Regenerate deploy/crds/<operator>.yaml from every operator's Rust types.
+    Crds {
+        /// Fail if the committed YAML differs instead of writing it (CI).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Regenerate devcluster's protobuf descriptor table from the upstream generated.proto files.
+    ProtobufDescriptors {
+        /// Directory searched (recursively) for generated.proto files; defaults to the v1.33
+        /// files of the k8s-rs-pb 0.5.0 crate in the cargo registry (`cargo fetch` it first).
+        #[arg(long)]
+        proto_root: Option<PathBuf>,
+        /// Only check that the committed table is up to date.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn cargo() -> Command {
@@ -74,6 +94,10 @@ fn main() -> anyhow::Result<()> {
                 .arg(&kubeconfig)
                 .status()?;
             check(status, "devcluster")
+        }
+        Cmd::Crds { check } => crds::run(&root, check),
+        Cmd::ProtobufDescriptors { proto_root, check } => {
+            protobuf_descriptors::run(&root, proto_root.as_deref(), check)
         }
         Cmd::Bench => {
             let status = cargo()

@@ -23,6 +23,7 @@ pub mod error;
 pub mod kubeconfig;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod route;
 pub mod schema;

@@ -195,6 +195,22 @@ fn scenario(k: &Kubectl) {
     let _ = watch.kill();
     let _ = watch.wait();
 
+    // Typed clients send protobuf bodies for built-in kinds.
+    k.run(&["create", "configmap", "typed", "--from-literal=a=b"]);
+    k.run(&[
+        "create",
+        "deployment",
+        "typed",
+        "--image=nginx:1.27",
+        "--replicas=0",
+    ]);
+    let typed = k.json(&["get", "configmap", "typed"]);
+    assert_eq!(field(&typed, "/data/a"), "b");
+    assert_eq!(
+        field(&k.json(&["get", "deployment", "typed"]), "/spec/replicas"),
+        0
+    );
+
     // The three patch types, label and annotate.
     k.run(&[
         "patch",

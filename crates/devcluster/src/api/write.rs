@@ -75,9 +75,11 @@ pub(super) fn decode_body(req: &ApiRequest) -> Result<Value, ApiError> {
             .map_err(|_| ApiError::bad_request("the request body is not valid UTF-8"))?;
         serde_saphyr::from_str(text)
             .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
-    } else if ct.contains("protobuf") || ct.contains("cbor") {
+    } else if ct.contains("protobuf") {
+        crate::protobuf::decode(&req.body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    } else if ct.contains("cbor") {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {ct})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct})"
         )));
     } else {
         serde_json::from_slice(&req.body).map_err(|e| {
