@@ -20,6 +20,7 @@ pub mod builtin;
 pub mod crd;
 pub mod discovery;
 pub mod error;
+pub mod gofmt;
 pub mod kubeconfig;
 pub mod objects;
 pub mod patch;

@@ -52,14 +52,14 @@ impl PathElement {
                     if i > 0 {
                         out.push(',');
                     }
-                    value::write_go_json_string(&mut out, name);
+                    crate::gofmt::write_json_string(name, &mut out);
                     out.push(':');
-                    out.push_str(&value::go_json(v));
+                    out.push_str(&crate::gofmt::json(v));
                 }
                 out.push('}');
                 out
             }
-            PathElement::Value(v) => format!("v:{}", value::go_json(v)),
+            PathElement::Value(v) => format!("v:{}", crate::gofmt::json(v)),
             PathElement::Index(i) => format!("i:{i}"),
         }
     }

@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use super::fieldset::FieldSet;
 use super::typed::{compare, to_field_set, validate};
-use super::value;
 use crate::schema::Node;
 
 /// The annotation kubectl's client-side apply writes.
@@ -84,7 +83,7 @@ fn annotation_text(config: &Value) -> String {
     {
         annotations.remove(ANNOTATION);
     }
-    value::go_json(&config) + "\n"
+    crate::gofmt::json(&config) + "\n"
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::fieldset::{FieldSet, PathElement};
-use super::value;
 
 /// The kind of write that produced a managedFields entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,7 +67,7 @@ impl ManagerId {
         let mut field = |name: &str, v: &str| {
             if !v.is_empty() {
                 let mut part = format!("\"{name}\":");
-                value::write_go_json_string(&mut part, v);
+                crate::gofmt::write_json_string(v, &mut part);
                 parts.push(part);
             }
         };
@@ -82,11 +81,11 @@ impl ManagerId {
     /// How conflict messages name the manager: `"m"`, `"m" with subresource "status"`,
     /// `"m" using apps/v1` (updaters).
     pub fn describe(&self) -> String {
-        let mut out = value::go_quote(&self.manager);
+        let mut out = crate::gofmt::quote(&self.manager);
         if !self.subresource.is_empty() {
             out = format!(
                 "{out} with subresource {}",
-                value::go_quote(&self.subresource)
+                crate::gofmt::quote(&self.subresource)
             );
         }
         if self.operation == Operation::Update {
@@ -151,7 +150,7 @@ impl Managed {
             other => {
                 return Err(format!(
                     "invalid fieldsType {} in managed fields entry {i}",
-                    value::go_quote(other)
+                    crate::gofmt::quote(other)
                 ));
             }
         }
