@@ -17,6 +17,7 @@ pub mod admission;
 pub mod api;
 pub mod apply;
 pub mod builtin;
+pub mod controllers;
 pub mod crd;
 pub mod discovery;
 pub mod error;
@@ -63,6 +64,8 @@ pub struct Options {
     pub kubeconfig: Option<PathBuf>,
     /// Storage settings (history kept for watches, snapshot lifetime for paging).
     pub store: StoreConfig,
+    /// Which of the controller-manager's controllers run (all by default).
+    pub controllers: controllers::ControllerOptions,
 }
 
 /// A running cluster. Dropping it stops the server (prefer [`DevCluster::shutdown`]).
@@ -72,6 +75,8 @@ pub struct DevCluster {
     api: Arc<ApiServer>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    controllers: tokio_util::sync::CancellationToken,
+    controller_tasks: Vec<JoinHandle<()>>,
     _tempdir: Option<TempDir>,
 }
 
@@ -116,14 +121,23 @@ impl DevCluster {
                 tracing::error!(error = %e, "devcluster server stopped with an error");
             }
         });
-        Ok(DevCluster {
+        let mut cluster = DevCluster {
             url,
             kubeconfig,
             api,
             stop: Some(stop),
             task: Some(task),
+            controllers: tokio_util::sync::CancellationToken::new(),
+            controller_tasks: Vec::new(),
             _tempdir: tempdir,
-        })
+        };
+        // Controllers are API clients like any other, talking HTTP to this server.
+        cluster.controller_tasks = controllers::start(
+            cluster.client(),
+            &options.controllers,
+            cluster.controllers.clone(),
+        );
+        Ok(cluster)
     }
 
     /// The base URL, e.g. `http://127.0.0.1:40123`.
@@ -155,6 +169,11 @@ impl DevCluster {
 
     /// Stops serving and waits for the server task to end.
     pub async fn shutdown(mut self) {
+        self.controllers.cancel();
+        for task in self.controller_tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -168,6 +187,10 @@ impl DevCluster {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        self.controllers.cancel();
+        for task in self.controller_tasks.drain(..) {
+            task.abort();
+        }
         if let Some(task) = self.task.take() {
             task.abort();
         }

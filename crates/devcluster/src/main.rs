@@ -27,6 +27,9 @@ enum Command {
         /// Where to write the kubeconfig.
         #[arg(long, env = "DEVCLUSTER_KUBECONFIG")]
         kubeconfig: PathBuf,
+        /// Run no controllers (garbage collection and the workload controllers): an API server only.
+        #[arg(long, env = "DEVCLUSTER_NO_CONTROLLERS")]
+        no_controllers: bool,
         /// Log level filter (tracing syntax).
         #[arg(long, default_value = "info", env = "DEVCLUSTER_LOG")]
         log_level: String,
@@ -40,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             port,
             kubeconfig,
+            no_controllers,
             log_level,
         } => {
             tracing_subscriber::fmt()
@@ -49,6 +53,11 @@ async fn main() -> anyhow::Result<()> {
             let cluster = devcluster::DevCluster::start(devcluster::Options {
                 port,
                 kubeconfig: Some(kubeconfig.clone()),
+                controllers: if no_controllers {
+                    devcluster::controllers::ControllerOptions::none()
+                } else {
+                    Default::default()
+                },
                 ..Default::default()
             })
             .await
