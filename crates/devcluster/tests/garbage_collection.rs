@@ -20,14 +20,18 @@ use tokio_util::sync::CancellationToken;
 const TIMEOUT: Duration = Duration::from_secs(20);
 const NS: &str = "default";
 
-/// A cluster with a second collector started by hand: the test passes whether or not the
-/// cluster runs its own, and two collectors must not get in each other's way.
+/// A cluster (which runs its own collector) with a second collector started by hand: two
+/// collectors must not get in each other's way. Only the collector is doubled; the other
+/// controllers are not built to run twice.
 async fn cluster() -> (DevCluster, CancellationToken) {
     let cluster = common::cluster().await;
     let token = CancellationToken::new();
     controllers::start(
         cluster.client(),
-        &ControllerOptions::default(),
+        &ControllerOptions {
+            garbage_collector: true,
+            ..ControllerOptions::none()
+        },
         token.clone(),
     );
     (cluster, token)

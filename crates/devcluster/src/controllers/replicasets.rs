@@ -1,0 +1,819 @@
+//! The ReplicaSet controller of kube-controller-manager.
+//!
+//! Like upstream's `replicaset` controller it:
+//! - claims pods: adopts orphan pods matching `spec.selector` (controller ownerReference with
+//!   `blockOwnerDeletion`), releases controlled pods that stopped matching, ignores pods
+//!   controlled by something else;
+//! - keeps `spec.replicas` active (not terminal, not deleting) pods: creates missing ones from
+//!   `spec.template` (`generateName: <rs>-`), deletes surplus ones ranked as upstream does
+//!   (unscheduled, pending, not ready, lower deletion cost, newer first);
+//! - writes `status` (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
+//!   observedGeneration) through `/status` when it changes.
+//!
+//! Upstream relies on an informer cache plus "expectations" to avoid acting twice on a stale
+//! cache; here every sync reads the ReplicaSet and the namespace's pods fresh from the server
+//! instead (watches only say what to sync), which is simpler and just as safe for one
+//! controller. Adoption and release are JSON patches guarded by uid and resourceVersion.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::selector::LabelSelector;
+
+/// How often every ReplicaSet is synced even without watch events.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// Backoff after a failed sync.
+const ERROR_RETRY: Duration = Duration::from_secs(1);
+/// Annotation ranking pods for scale-down: lower cost goes first.
+const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// Runs the ReplicaSet controller until `shutdown` is cancelled. API errors are logged and
+/// retried.
+pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+    let mut controller = Controller::new(client.clone());
+    let config = watcher::Config::default;
+    let sets = watcher::watcher(Api::<ReplicaSet>::all(client.clone()), config());
+    let pods = watcher::watcher(Api::<Pod>::all(client), config());
+    let mut sets = std::pin::pin!(sets.default_backoff());
+    let mut pods = std::pin::pin!(pods.default_backoff());
+    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    loop {
+        let due = controller.next_due();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            Some(event) = sets.next() => match event {
+                Ok(event) => controller.observe_set(event),
+                Err(e) => tracing::debug!(error = %e, "replicaset controller: watch failed"),
+            },
+            Some(event) = pods.next() => match event {
+                Ok(event) => controller.observe_pod(event),
+                Err(e) => tracing::debug!(error = %e, "replicaset controller: watch failed"),
+            },
+            _ = resync.tick() => controller.queue_all(),
+            _ = sleep_until(due), if due.is_some() => {
+                if shutdown.run_until_cancelled(controller.work()).await.is_none() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// A ReplicaSet: (namespace, name).
+type Key = (String, String);
+
+/// The controller's state, owned by its loop.
+struct Controller {
+    client: kube::Client,
+    /// ReplicaSets the watch reported, to know whom a pod event concerns.
+    sets: HashSet<Key>,
+    listed: HashSet<Key>,
+    /// ReplicaSets to sync, and from when.
+    queue: HashMap<Key, Instant>,
+}
+
+impl Controller {
+    fn new(client: kube::Client) -> Self {
+        Controller {
+            client,
+            sets: HashSet::new(),
+            listed: HashSet::new(),
+            queue: HashMap::new(),
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.queue.values().min().copied()
+    }
+
+    fn enqueue(&mut self, key: Key, at: Instant) {
+        let due = self.queue.entry(key).or_insert(at);
+        *due = (*due).min(at);
+    }
+
+    fn queue_all(&mut self) {
+        let now = Instant::now();
+        for key in self.sets.clone() {
+            self.enqueue(key, now);
+        }
+    }
+
+    fn observe_set(&mut self, event: Event<ReplicaSet>) {
+        match event {
+            Event::Init => self.listed.clear(),
+            Event::InitApply(rs) => {
+                if let Some(key) = key_of(&rs.metadata) {
+                    self.listed.insert(key.clone());
+                    self.sets.insert(key.clone());
+                    self.enqueue(key, Instant::now());
+                }
+            }
+            Event::InitDone => self.sets = std::mem::take(&mut self.listed),
+            Event::Apply(rs) => {
+                if let Some(key) = key_of(&rs.metadata) {
+                    self.sets.insert(key.clone());
+                    self.enqueue(key, Instant::now());
+                }
+            }
+            Event::Delete(rs) => {
+                if let Some(key) = key_of(&rs.metadata) {
+                    self.sets.remove(&key);
+                    self.queue.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// A pod changed: every ReplicaSet of its namespace may want to adopt, release, replace
+    /// or count it.
+    fn observe_pod(&mut self, event: Event<Pod>) {
+        let pod = match event {
+            Event::InitApply(pod) | Event::Apply(pod) | Event::Delete(pod) => pod,
+            Event::Init | Event::InitDone => return,
+        };
+        let Some(namespace) = pod.metadata.namespace.as_deref() else {
+            return;
+        };
+        let now = Instant::now();
+        let keys: Vec<Key> = self
+            .sets
+            .iter()
+            .filter(|(ns, _)| ns == namespace)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.enqueue(key, now);
+        }
+    }
+
+    async fn work(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Key> = self
+            .queue
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.queue.remove(&key);
+            let sync = Sync {
+                client: &self.client,
+                namespace: &key.0,
+                name: &key.1,
+            };
+            match sync.run().await {
+                Ok(None) => {}
+                Ok(Some(after)) => self.enqueue(key, Instant::now() + after),
+                Err(e) => {
+                    tracing::debug!(replicaset = %key.1, error = %e,
+                        "replicaset controller: sync failed, retrying");
+                    self.enqueue(key, Instant::now() + ERROR_RETRY);
+                }
+            }
+        }
+    }
+}
+
+fn key_of(meta: &ObjectMeta) -> Option<Key> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
+/// Why a sync failed; logged, and the sync retried.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    /// The API server refused or failed a request.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// A patch built here is not a valid JSON patch (a bug here, not in the input).
+    #[error("invalid JSON patch: {0}")]
+    Patch(serde_json::Error),
+    /// Some pods could not be adopted or released; the rest of the sync went ahead.
+    #[error("{0} pods could not be adopted or released")]
+    Claims(usize),
+}
+
+/// What a ReplicaSet does with one pod of its namespace.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// Controlled by the ReplicaSet and matching.
+    Owned,
+    /// An orphan that matches.
+    Adopt,
+    /// Controlled by the ReplicaSet but no longer matching.
+    Release,
+    /// Not the ReplicaSet's business.
+    Ignore,
+}
+
+/// One sync of one ReplicaSet.
+struct Sync<'a> {
+    client: &'a kube::Client,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl Sync<'_> {
+    fn sets(&self) -> Api<ReplicaSet> {
+        Api::namespaced(self.client.clone(), self.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), self.namespace)
+    }
+
+    /// Syncs the latest version; returns when to sync again if pods become available later.
+    async fn run(&self) -> Result<Option<Duration>, SyncError> {
+        let Some(rs) = self.sets().get_opt(self.name).await? else {
+            return Ok(None);
+        };
+        // A ReplicaSet being deleted is left to the garbage collector, as upstream does
+        // (it neither adopts nor creates for it).
+        if rs.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let Some(uid) = rs.metadata.uid.clone() else {
+            return Ok(None);
+        };
+        let spec = rs.spec.clone().unwrap_or_default();
+        let selector = serde_json::to_value(&spec.selector).unwrap_or(Value::Null);
+        let selector = match LabelSelector::from_object(Some(&selector)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(replicaset = %self.name, error = %e.0,
+                    "replicaset controller: invalid selector, ignoring");
+                return Ok(None);
+            }
+        };
+        let (owned, failed_claims) = self.claim(&rs, &uid, &selector).await?;
+        let active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
+        let wanted = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or_default();
+        self.manage(&rs, &active, wanted).await?;
+        let now = jiff::Timestamp::now();
+        let min_ready =
+            Duration::from_secs(u64::try_from(spec.min_ready_seconds.unwrap_or(0)).unwrap_or(0));
+        self.update_status(rs, &active, min_ready, now).await?;
+        if failed_claims > 0 {
+            return Err(SyncError::Claims(failed_claims));
+        }
+        Ok(next_available(&active, min_ready, now))
+    }
+
+    /// Lists the namespace's pods, adopts and releases; returns the pods the ReplicaSet
+    /// controls and how many claims failed.
+    async fn claim(
+        &self,
+        rs: &ReplicaSet,
+        uid: &str,
+        selector: &LabelSelector,
+    ) -> Result<(Vec<Pod>, usize), SyncError> {
+        let pods = self.pods().list(&ListParams::default()).await?.items;
+        let mut owned = Vec::new();
+        let mut failed = 0;
+        for pod in pods {
+            match claim(&pod, uid, selector) {
+                Claim::Owned => owned.push(pod),
+                Claim::Ignore => {}
+                Claim::Adopt => match self.set_owners(&pod, adopted(&pod, rs)).await {
+                    Ok(pod) => owned.push(pod),
+                    Err(e) => {
+                        tracing::debug!(pod = %pod.name_any(), error = %e,
+                            "replicaset controller: could not adopt pod");
+                        failed += 1;
+                    }
+                },
+                Claim::Release => {
+                    if let Err(e) = self.set_owners(&pod, released(&pod, uid)).await {
+                        tracing::debug!(pod = %pod.name_any(), error = %e,
+                            "replicaset controller: could not release pod");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        Ok((owned, failed))
+    }
+
+    /// Replaces a pod's ownerReferences, only if the pod did not change since it was listed.
+    async fn set_owners(&self, pod: &Pod, owners: Vec<OwnerReference>) -> Result<Pod, SyncError> {
+        let patch = guarded_owners_patch(&pod.metadata, owners);
+        let patch: json_patch::Patch = serde_json::from_value(patch).map_err(SyncError::Patch)?;
+        let name = pod.name_any();
+        let patched = self
+            .pods()
+            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await?;
+        Ok(patched)
+    }
+
+    /// Creates or deletes pods until `wanted` are active.
+    async fn manage(
+        &self,
+        rs: &ReplicaSet,
+        active: &[Pod],
+        wanted: usize,
+    ) -> Result<(), SyncError> {
+        if active.len() < wanted {
+            let pod = pod_from_template(rs);
+            for _ in active.len()..wanted {
+                let created = self.pods().create(&PostParams::default(), &pod).await?;
+                tracing::debug!(replicaset = %self.name, pod = %created.name_any(),
+                    "replicaset controller: created pod");
+            }
+        } else if active.len() > wanted {
+            let mut ranked: Vec<&Pod> = active.iter().collect();
+            ranked.sort_by_cached_key(|p| deletion_rank(p));
+            for pod in ranked.into_iter().take(active.len() - wanted) {
+                self.delete(pod).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, pod: &Pod) -> Result<(), SyncError> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let name = pod.name_any();
+        match self.pods().delete(&name, &params).await {
+            Ok(_) => {
+                tracing::debug!(replicaset = %self.name, pod = %name,
+                    "replicaset controller: deleted pod");
+                Ok(())
+            }
+            // Gone already, or replaced by another pod of the same name.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the status computed from `active` if it differs from the current one.
+    async fn update_status(
+        &self,
+        mut rs: ReplicaSet,
+        active: &[Pod],
+        min_ready: Duration,
+        now: jiff::Timestamp,
+    ) -> Result<(), SyncError> {
+        let current = rs.status.clone().unwrap_or_default();
+        let status = compute_status(&rs, &current, active, min_ready, now);
+        if status == current {
+            return Ok(());
+        }
+        rs.status = Some(status);
+        self.sets()
+            .replace_status(self.name, &PostParams::default(), &rs)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Upstream's `ClaimPods` decision for one pod.
+fn claim(pod: &Pod, uid: &str, selector: &LabelSelector) -> Claim {
+    let matches = selector.matches_map(&pod.metadata.labels.clone().unwrap_or_default());
+    match controller_of(&pod.metadata) {
+        Some(r) if r.uid == uid => {
+            if matches {
+                Claim::Owned
+            } else {
+                Claim::Release
+            }
+        }
+        Some(_) => Claim::Ignore,
+        // A pod on its way out is not worth adopting.
+        None if matches && pod.metadata.deletion_timestamp.is_none() => Claim::Adopt,
+        None => Claim::Ignore,
+    }
+}
+
+fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
+/// The controller reference a ReplicaSet puts on its pods.
+fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs.metadata.name.clone().unwrap_or_default(),
+        uid: rs.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn adopted(pod: &Pod, rs: &ReplicaSet) -> Vec<OwnerReference> {
+    let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
+    owners.push(controller_ref(rs));
+    owners
+}
+
+fn released(pod: &Pod, uid: &str) -> Vec<OwnerReference> {
+    let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
+    owners.retain(|r| r.uid != uid);
+    owners
+}
+
+/// A JSON patch setting `metadata.ownerReferences`, failing if the object changed.
+fn guarded_owners_patch(meta: &ObjectMeta, owners: Vec<OwnerReference>) -> Value {
+    let write = if owners.is_empty() {
+        json!({"op": "remove", "path": "/metadata/ownerReferences"})
+    } else {
+        json!({"op": "add", "path": "/metadata/ownerReferences", "value": owners})
+    };
+    json!([
+        {"op": "test", "path": "/metadata/uid", "value": meta.uid},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version},
+        write,
+    ])
+}
+
+/// A new pod for a ReplicaSet, as upstream's `GetPodFromTemplate` builds it.
+fn pod_from_template(rs: &ReplicaSet) -> Pod {
+    let template = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
+    let template_meta = template.metadata.unwrap_or_default();
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: rs.metadata.namespace.clone(),
+            labels: template_meta.labels,
+            annotations: template_meta.annotations,
+            finalizers: template_meta.finalizers,
+            owner_references: Some(vec![controller_ref(rs)]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+/// Upstream's `FilterActivePods`: not terminal and not being deleted.
+fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// When the pod's Ready condition became true, if it is ready.
+fn ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
+    let ready = pod
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(ready.last_transition_time.as_ref().map(|t| t.0))
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Upstream's `IsPodAvailable`: ready for at least `min_ready`.
+fn is_available(pod: &Pod, min_ready: Duration, now: jiff::Timestamp) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready.is_zero() => true,
+        Some(None) => false,
+        Some(Some(since)) => available_at(since, min_ready).is_some_and(|at| at <= now),
+    }
+}
+
+fn available_at(since: jiff::Timestamp, min_ready: Duration) -> Option<jiff::Timestamp> {
+    since
+        .checked_add(jiff::SignedDuration::try_from(min_ready).ok()?)
+        .ok()
+}
+
+/// How long until the next ready pod becomes available, if one is waiting.
+fn next_available(active: &[Pod], min_ready: Duration, now: jiff::Timestamp) -> Option<Duration> {
+    if min_ready.is_zero() {
+        return None;
+    }
+    active
+        .iter()
+        .filter_map(|p| ready_since(p).flatten())
+        .filter_map(|since| available_at(since, min_ready))
+        .filter(|at| *at > now)
+        .filter_map(|at| Duration::try_from(at.duration_since(now)).ok())
+        .min()
+        // Timestamps have second precision: look again just after the second turns.
+        .map(|d| d + Duration::from_millis(100))
+}
+
+/// Upstream's `calculateStatus`; conditions are kept as they are.
+fn compute_status(
+    rs: &ReplicaSet,
+    current: &ReplicaSetStatus,
+    active: &[Pod],
+    min_ready: Duration,
+    now: jiff::Timestamp,
+) -> ReplicaSetStatus {
+    let template_labels = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let count = |f: &dyn Fn(&Pod) -> bool| active.iter().filter(|p| f(p)).count();
+    let fully_labeled = count(&|p| has_labels(p, &template_labels));
+    let ready = count(&is_ready);
+    let available = count(&|p| is_available(p, min_ready, now));
+    ReplicaSetStatus {
+        replicas: to_i32(active.len()),
+        fully_labeled_replicas: omit_zero(fully_labeled),
+        ready_replicas: omit_zero(ready),
+        available_replicas: omit_zero(available),
+        observed_generation: rs.metadata.generation.or(current.observed_generation),
+        conditions: current.conditions.clone(),
+        terminating_replicas: current.terminating_replicas,
+    }
+}
+
+fn has_labels(pod: &Pod, wanted: &BTreeMap<String, String>) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    wanted
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn to_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Upstream's status fields are `omitempty`: zero is not written.
+fn omit_zero(n: usize) -> Option<i32> {
+    (n > 0).then(|| to_i32(n))
+}
+
+/// Upstream's `ActivePodsWithRanks` order: pods earlier in it are deleted first.
+fn deletion_rank(pod: &Pod) -> impl Ord {
+    let status = pod.status.clone().unwrap_or_default();
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let phase = match status.phase.as_deref() {
+        Some("Pending") | None => 0,
+        Some("Unknown") => 1,
+        Some("Running") => 2,
+        Some(_) => 3,
+    };
+    let ready = ready_since(pod);
+    let cost: i32 = pod
+        .annotations()
+        .get(DELETION_COST)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    // Ready for less time, restarted more, created later: deleted first.
+    let ready_for = std::cmp::Reverse(ready.flatten());
+    let restarts: i32 = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| c.restart_count)
+        .sum();
+    let created = std::cmp::Reverse(pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    (
+        scheduled,
+        phase,
+        ready.is_some(),
+        cost,
+        ready_for,
+        std::cmp::Reverse(restarts),
+        created,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::ReplicaSetSpec;
+    use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as Sel, Time};
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn rs() -> ReplicaSet {
+        ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                uid: Some("rs-uid".into()),
+                generation: Some(4),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(2),
+                selector: Sel {
+                    match_labels: Some(labels(&[("app", "web")])),
+                    ..Sel::default()
+                },
+                template: Some(PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels(&[("app", "web"), ("tier", "front")])),
+                        ..ObjectMeta::default()
+                    }),
+                    spec: Some(PodSpec::default()),
+                }),
+                ..ReplicaSetSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn pod(name: &str, pairs: &[(&str, &str)], owner: Option<OwnerReference>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                uid: Some(format!("{name}-uid")),
+                labels: Some(labels(pairs)),
+                owner_references: owner.map(|o| vec![o]),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        }
+    }
+
+    fn ready(mut pod: Pod, since: jiff::Timestamp) -> Pod {
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time(since)),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        });
+        pod.spec = Some(PodSpec {
+            node_name: Some("n".into()),
+            ..PodSpec::default()
+        });
+        pod
+    }
+
+    fn selector() -> LabelSelector {
+        let rs = rs();
+        let value = serde_json::to_value(rs.spec.unwrap().selector).unwrap();
+        LabelSelector::from_object(Some(&value)).unwrap()
+    }
+
+    #[test]
+    fn claims_follow_upstream() {
+        let mine = controller_ref(&rs());
+        let other = OwnerReference {
+            uid: "other".into(),
+            ..mine.clone()
+        };
+        let sel = selector();
+        let web = [("app", "web")];
+        assert_eq!(
+            claim(&pod("a", &web, Some(mine.clone())), "rs-uid", &sel),
+            Claim::Owned
+        );
+        assert_eq!(claim(&pod("b", &web, None), "rs-uid", &sel), Claim::Adopt);
+        assert_eq!(
+            claim(&pod("c", &[("app", "db")], Some(mine)), "rs-uid", &sel),
+            Claim::Release
+        );
+        assert_eq!(
+            claim(&pod("d", &web, Some(other)), "rs-uid", &sel),
+            Claim::Ignore
+        );
+        assert_eq!(
+            claim(&pod("e", &[("app", "db")], None), "rs-uid", &sel),
+            Claim::Ignore
+        );
+        let non_controller = OwnerReference {
+            controller: None,
+            uid: "x".into(),
+            ..controller_ref(&rs())
+        };
+        assert_eq!(
+            claim(&pod("f", &web, Some(non_controller)), "rs-uid", &sel),
+            Claim::Adopt
+        );
+    }
+
+    #[test]
+    fn template_pods_are_controlled_and_generated() {
+        let pod = pod_from_template(&rs());
+        assert_eq!(pod.metadata.generate_name.as_deref(), Some("web-"));
+        assert_eq!(pod.metadata.name, None);
+        assert_eq!(
+            pod.metadata.labels,
+            Some(labels(&[("app", "web"), ("tier", "front")]))
+        );
+        let owner = controller_of(&pod.metadata).unwrap();
+        assert_eq!(owner.uid, "rs-uid");
+        assert_eq!(owner.block_owner_deletion, Some(true));
+    }
+
+    #[test]
+    fn release_drops_only_this_owner() {
+        let keep = OwnerReference {
+            uid: "keep".into(),
+            controller: None,
+            ..controller_ref(&rs())
+        };
+        let mut p = pod("a", &[], Some(keep));
+        p.metadata
+            .owner_references
+            .as_mut()
+            .unwrap()
+            .push(controller_ref(&rs()));
+        let owners = released(&p, "rs-uid");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].uid, "keep");
+        let patch = guarded_owners_patch(&pod("b", &[], None).metadata, vec![]);
+        assert_eq!(patch[2]["op"], "remove");
+        assert_eq!(patch[0]["value"], "b-uid");
+    }
+
+    #[test]
+    fn terminal_and_deleting_pods_are_inactive() {
+        let mut p = pod("a", &[], None);
+        assert!(is_active(&p));
+        p.status = Some(PodStatus {
+            phase: Some("Failed".into()),
+            ..PodStatus::default()
+        });
+        assert!(!is_active(&p));
+    }
+
+    #[test]
+    fn unready_and_newer_pods_are_deleted_first() {
+        let now = jiff::Timestamp::now();
+        let old = ready(pod("old", &[], None), now);
+        let unready = pod("unready", &[], None);
+        let mut costly = ready(pod("costly", &[], None), now);
+        costly.metadata.annotations = Some(labels(&[(DELETION_COST, "100")]));
+        let mut newer = ready(pod("newer", &[], None), now);
+        newer.metadata.creation_timestamp = Some(Time(now));
+        let mut pods = [&costly, &old, &newer, &unready];
+        pods.sort_by_cached_key(|p| deletion_rank(p));
+        let names: Vec<_> = pods.iter().map(|p| p.name_any()).collect();
+        assert_eq!(names, ["unready", "newer", "old", "costly"]);
+    }
+
+    #[test]
+    fn status_counts_ready_and_available_pods() {
+        let now = jiff::Timestamp::now();
+        let long_ago = now - jiff::SignedDuration::from_secs(60);
+        let full = [("app", "web"), ("tier", "front")];
+        let pods = [
+            ready(pod("a", &full, None), long_ago),
+            ready(pod("b", &[("app", "web")], None), now),
+            pod("c", &full, None),
+        ];
+        let min_ready = Duration::from_secs(10);
+        let status = compute_status(&rs(), &ReplicaSetStatus::default(), &pods, min_ready, now);
+        assert_eq!(status.replicas, 3);
+        assert_eq!(status.fully_labeled_replicas, Some(2));
+        assert_eq!(status.ready_replicas, Some(2));
+        assert_eq!(status.available_replicas, Some(1));
+        assert_eq!(status.observed_generation, Some(4));
+        let next = next_available(&pods, min_ready, now).unwrap();
+        assert!(next > Duration::from_secs(9) && next < Duration::from_secs(11));
+        let none = compute_status(&rs(), &ReplicaSetStatus::default(), &[], min_ready, now);
+        assert_eq!((none.replicas, none.ready_replicas), (0, None));
+    }
+}
