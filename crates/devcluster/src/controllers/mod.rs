@@ -3,9 +3,14 @@
 //! API server sees the same requests a real controller makes. Each controller can be switched
 //! off in [`ControllerOptions`]; tests can then drive the objects themselves.
 
+pub mod daemonsets;
+pub mod deployments;
+pub mod endpoints;
 pub mod gc;
 pub mod pods;
 pub mod replicasets;
+pub mod statefulsets;
+mod workqueue;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +28,14 @@ pub struct ControllerOptions {
     pub pod_ready_after: std::time::Duration,
     /// ReplicaSet controller: keeps `spec.replicas` pods, adopts and releases pods.
     pub replicasets: bool,
+    /// Deployment controller: ReplicaSets per pod template, rolling updates, status.
+    pub deployments: bool,
+    /// StatefulSet controller: ordinal pods `name-<n>`, ordered updates, status.
+    pub statefulsets: bool,
+    /// DaemonSet controller: one pod per Node object.
+    pub daemonsets: bool,
+    /// Endpoints and EndpointSlice controllers: Service backends from ready pods.
+    pub endpoints: bool,
 }
 
 impl Default for ControllerOptions {
@@ -34,6 +47,10 @@ impl Default for ControllerOptions {
             pod_ip_pool: pods.ip_pool,
             pod_ready_after: pods.ready_after,
             replicasets: true,
+            deployments: true,
+            statefulsets: true,
+            daemonsets: true,
+            endpoints: true,
         }
     }
 }
@@ -45,6 +62,10 @@ impl ControllerOptions {
             garbage_collector: false,
             pods: false,
             replicasets: false,
+            deployments: false,
+            statefulsets: false,
+            daemonsets: false,
+            endpoints: false,
             ..ControllerOptions::default()
         }
     }
@@ -71,8 +92,17 @@ pub fn start(
             shutdown.clone(),
         )));
     }
-    if options.replicasets {
-        tasks.push(tokio::spawn(replicasets::run(client, shutdown)));
+    let simple: [(bool, fn(kube::Client, CancellationToken) -> _); 5] = [
+        (options.replicasets, |c, s| tokio::spawn(replicasets::run(c, s))),
+        (options.deployments, |c, s| tokio::spawn(deployments::run(c, s))),
+        (options.statefulsets, |c, s| tokio::spawn(statefulsets::run(c, s))),
+        (options.daemonsets, |c, s| tokio::spawn(daemonsets::run(c, s))),
+        (options.endpoints, |c, s| tokio::spawn(endpoints::run(c, s))),
+    ];
+    for (enabled, spawn) in simple {
+        if enabled {
+            tasks.push(spawn(client.clone(), shutdown.clone()));
+        }
     }
     tasks
 }

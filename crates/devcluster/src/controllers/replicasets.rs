@@ -10,191 +10,50 @@
 //! - writes `status` (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
 //!   observedGeneration) through `/status` when it changes.
 //!
-//! Upstream relies on an informer cache plus "expectations" to avoid acting twice on a stale
-//! cache; here every sync reads the ReplicaSet and the namespace's pods fresh from the server
-//! instead (watches only say what to sync), which is simpler and just as safe for one
-//! controller. Adoption and release are JSON patches guarded by uid and resourceVersion.
+//! Each sync reads the ReplicaSet and its namespace's pods fresh (see [`workqueue`]). Adoption
+//! and release are JSON patches guarded by uid and resourceVersion.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::workqueue::{self, Key};
 use crate::selector::LabelSelector;
 
-/// How often every ReplicaSet is synced even without watch events.
-const RESYNC_INTERVAL: Duration = Duration::from_secs(10);
-/// Backoff after a failed sync.
-const ERROR_RETRY: Duration = Duration::from_secs(1);
 /// Annotation ranking pods for scale-down: lower cost goes first.
 const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 /// Runs the ReplicaSet controller until `shutdown` is cancelled. API errors are logged and
 /// retried.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
-    let mut controller = Controller::new(client.clone());
-    let config = watcher::Config::default;
-    let sets = watcher::watcher(Api::<ReplicaSet>::all(client.clone()), config());
-    let pods = watcher::watcher(Api::<Pod>::all(client), config());
-    let mut sets = std::pin::pin!(sets.default_backoff());
-    let mut pods = std::pin::pin!(pods.default_backoff());
-    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
-    loop {
-        let due = controller.next_due();
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            Some(event) = sets.next() => match event {
-                Ok(event) => controller.observe_set(event),
-                Err(e) => tracing::debug!(error = %e, "replicaset controller: watch failed"),
-            },
-            Some(event) = pods.next() => match event {
-                Ok(event) => controller.observe_pod(event),
-                Err(e) => tracing::debug!(error = %e, "replicaset controller: watch failed"),
-            },
-            _ = resync.tick() => controller.queue_all(),
-            _ = sleep_until(due), if due.is_some() => {
-                if shutdown.run_until_cancelled(controller.work()).await.is_none() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn sleep_until(due: Option<Instant>) {
-    if let Some(due) = due {
-        tokio::time::sleep_until(due).await;
-    }
-}
-
-/// A ReplicaSet: (namespace, name).
-type Key = (String, String);
-
-/// The controller's state, owned by its loop.
-struct Controller {
-    client: kube::Client,
-    /// ReplicaSets the watch reported, to know whom a pod event concerns.
-    sets: HashSet<Key>,
-    listed: HashSet<Key>,
-    /// ReplicaSets to sync, and from when.
-    queue: HashMap<Key, Instant>,
-}
-
-impl Controller {
-    fn new(client: kube::Client) -> Self {
-        Controller {
-            client,
-            sets: HashSet::new(),
-            listed: HashSet::new(),
-            queue: HashMap::new(),
-        }
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.queue.values().min().copied()
-    }
-
-    fn enqueue(&mut self, key: Key, at: Instant) {
-        let due = self.queue.entry(key).or_insert(at);
-        *due = (*due).min(at);
-    }
-
-    fn queue_all(&mut self) {
-        let now = Instant::now();
-        for key in self.sets.clone() {
-            self.enqueue(key, now);
-        }
-    }
-
-    fn observe_set(&mut self, event: Event<ReplicaSet>) {
-        match event {
-            Event::Init => self.listed.clear(),
-            Event::InitApply(rs) => {
-                if let Some(key) = key_of(&rs.metadata) {
-                    self.listed.insert(key.clone());
-                    self.sets.insert(key.clone());
-                    self.enqueue(key, Instant::now());
-                }
-            }
-            Event::InitDone => self.sets = std::mem::take(&mut self.listed),
-            Event::Apply(rs) => {
-                if let Some(key) = key_of(&rs.metadata) {
-                    self.sets.insert(key.clone());
-                    self.enqueue(key, Instant::now());
-                }
-            }
-            Event::Delete(rs) => {
-                if let Some(key) = key_of(&rs.metadata) {
-                    self.sets.remove(&key);
-                    self.queue.remove(&key);
-                }
-            }
-        }
-    }
-
-    /// A pod changed: every ReplicaSet of its namespace may want to adopt, release, replace
-    /// or count it.
-    fn observe_pod(&mut self, event: Event<Pod>) {
-        let pod = match event {
-            Event::InitApply(pod) | Event::Apply(pod) | Event::Delete(pod) => pod,
-            Event::Init | Event::InitDone => return,
-        };
-        let Some(namespace) = pod.metadata.namespace.as_deref() else {
-            return;
-        };
-        let now = Instant::now();
-        let keys: Vec<Key> = self
-            .sets
-            .iter()
-            .filter(|(ns, _)| ns == namespace)
-            .cloned()
-            .collect();
-        for key in keys {
-            self.enqueue(key, now);
-        }
-    }
-
-    async fn work(&mut self) {
-        let now = Instant::now();
-        let due: Vec<Key> = self
-            .queue
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in due {
-            self.queue.remove(&key);
+    // Any pod of the namespace may be adopted, released, replaced or counted.
+    let pods = workqueue::secondary(Api::<Pod>::all(client.clone()), workqueue::namespace_of);
+    let sync = |(namespace, name): Key| {
+        let client = client.clone();
+        async move {
             let sync = Sync {
-                client: &self.client,
-                namespace: &key.0,
-                name: &key.1,
+                client: &client,
+                namespace: &namespace,
+                name: &name,
             };
-            match sync.run().await {
-                Ok(None) => {}
-                Ok(Some(after)) => self.enqueue(key, Instant::now() + after),
-                Err(e) => {
-                    tracing::debug!(replicaset = %key.1, error = %e,
-                        "replicaset controller: sync failed, retrying");
-                    self.enqueue(key, Instant::now() + ERROR_RETRY);
-                }
-            }
+            sync.run().await
         }
-    }
-}
-
-fn key_of(meta: &ObjectMeta) -> Option<Key> {
-    Some((meta.namespace.clone()?, meta.name.clone()?))
+    };
+    workqueue::run(
+        "replicaset",
+        Api::<ReplicaSet>::all(client.clone()),
+        vec![pods],
+        sync,
+        shutdown,
+    )
+    .await;
 }
 
 /// Why a sync failed; logged, and the sync retried.
