@@ -3,8 +3,10 @@
 //! - [`tools`]: installs the external programs tests drive (a Python virtualenv with the
 //!   `kubernetes` client, ...) into `target/tools`, once, under a file lock, so parallel test
 //!   binaries and CI share one installation.
+//! - [`kubectl::Kubectl`]: the real kubectl, run without blocking the test's runtime.
 //! - [`eventually`]: waits for a condition with a deadline (tests never sleep and hope).
 
+pub mod kubectl;
 pub mod tools;
 
 use std::future::Future;

@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod endpoints;
 pub mod gc;
 pub mod pods;
+mod podutil;
 pub mod replicasets;
 pub mod statefulsets;
 mod workqueue;
@@ -71,6 +72,9 @@ impl ControllerOptions {
     }
 }
 
+/// Starts a controller that needs only a client and the shutdown signal.
+type Spawn = fn(kube::Client, CancellationToken) -> JoinHandle<()>;
+
 /// Starts the enabled controllers against `client`; they stop when `shutdown` is cancelled.
 pub fn start(
     client: kube::Client,
@@ -92,11 +96,19 @@ pub fn start(
             shutdown.clone(),
         )));
     }
-    let simple: [(bool, fn(kube::Client, CancellationToken) -> _); 5] = [
-        (options.replicasets, |c, s| tokio::spawn(replicasets::run(c, s))),
-        (options.deployments, |c, s| tokio::spawn(deployments::run(c, s))),
-        (options.statefulsets, |c, s| tokio::spawn(statefulsets::run(c, s))),
-        (options.daemonsets, |c, s| tokio::spawn(daemonsets::run(c, s))),
+    let simple: [(bool, Spawn); 5] = [
+        (options.replicasets, |c, s| {
+            tokio::spawn(replicasets::run(c, s))
+        }),
+        (options.deployments, |c, s| {
+            tokio::spawn(deployments::run(c, s))
+        }),
+        (options.statefulsets, |c, s| {
+            tokio::spawn(statefulsets::run(c, s))
+        }),
+        (options.daemonsets, |c, s| {
+            tokio::spawn(daemonsets::run(c, s))
+        }),
         (options.endpoints, |c, s| tokio::spawn(endpoints::run(c, s))),
     ];
     for (enabled, spawn) in simple {

@@ -21,9 +21,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::podutil::{
+    self, Claim, guarded_owners_patch, is_active, is_available, is_ready, next_available,
+    ready_since, released,
+};
 use super::workqueue::{self, Key};
 use crate::selector::LabelSelector;
 
@@ -68,19 +72,6 @@ enum SyncError {
     /// Some pods could not be adopted or released; the rest of the sync went ahead.
     #[error("{0} pods could not be adopted or released")]
     Claims(usize),
-}
-
-/// What a ReplicaSet does with one pod of its namespace.
-#[derive(Debug, PartialEq, Eq)]
-enum Claim {
-    /// Controlled by the ReplicaSet and matching.
-    Owned,
-    /// An orphan that matches.
-    Adopt,
-    /// Controlled by the ReplicaSet but no longer matching.
-    Release,
-    /// Not the ReplicaSet's business.
-    Ignore,
 }
 
 /// One sync of one ReplicaSet.
@@ -148,10 +139,13 @@ impl Sync<'_> {
         let mut owned = Vec::new();
         let mut failed = 0;
         for pod in pods {
-            match claim(&pod, uid, selector) {
+            match podutil::claim(&pod.metadata, uid, selector) {
                 Claim::Owned => owned.push(pod),
                 Claim::Ignore => {}
-                Claim::Adopt => match self.set_owners(&pod, adopted(&pod, rs)).await {
+                Claim::Adopt => match self
+                    .set_owners(&pod, podutil::adopted(&pod.metadata, controller_ref(rs)))
+                    .await
+                {
                     Ok(pod) => owned.push(pod),
                     Err(e) => {
                         tracing::debug!(pod = %pod.name_any(), error = %e,
@@ -160,7 +154,7 @@ impl Sync<'_> {
                     }
                 },
                 Claim::Release => {
-                    if let Err(e) = self.set_owners(&pod, released(&pod, uid)).await {
+                    if let Err(e) = self.set_owners(&pod, released(&pod.metadata, uid)).await {
                         tracing::debug!(pod = %pod.name_any(), error = %e,
                             "replicaset controller: could not release pod");
                         failed += 1;
@@ -249,67 +243,9 @@ impl Sync<'_> {
     }
 }
 
-/// Upstream's `ClaimPods` decision for one pod.
-fn claim(pod: &Pod, uid: &str, selector: &LabelSelector) -> Claim {
-    let matches = selector.matches_map(&pod.metadata.labels.clone().unwrap_or_default());
-    match controller_of(&pod.metadata) {
-        Some(r) if r.uid == uid => {
-            if matches {
-                Claim::Owned
-            } else {
-                Claim::Release
-            }
-        }
-        Some(_) => Claim::Ignore,
-        // A pod on its way out is not worth adopting.
-        None if matches && pod.metadata.deletion_timestamp.is_none() => Claim::Adopt,
-        None => Claim::Ignore,
-    }
-}
-
-fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-}
-
 /// The controller reference a ReplicaSet puts on its pods.
 fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: rs.metadata.name.clone().unwrap_or_default(),
-        uid: rs.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-fn adopted(pod: &Pod, rs: &ReplicaSet) -> Vec<OwnerReference> {
-    let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
-    owners.push(controller_ref(rs));
-    owners
-}
-
-fn released(pod: &Pod, uid: &str) -> Vec<OwnerReference> {
-    let mut owners = pod.metadata.owner_references.clone().unwrap_or_default();
-    owners.retain(|r| r.uid != uid);
-    owners
-}
-
-/// A JSON patch setting `metadata.ownerReferences`, failing if the object changed.
-fn guarded_owners_patch(meta: &ObjectMeta, owners: Vec<OwnerReference>) -> Value {
-    let write = if owners.is_empty() {
-        json!({"op": "remove", "path": "/metadata/ownerReferences"})
-    } else {
-        json!({"op": "add", "path": "/metadata/ownerReferences", "value": owners})
-    };
-    json!([
-        {"op": "test", "path": "/metadata/uid", "value": meta.uid},
-        {"op": "test", "path": "/metadata/resourceVersion", "value": meta.resource_version},
-        write,
-    ])
+    podutil::controller_ref("apps/v1", "ReplicaSet", &rs.metadata)
 }
 
 /// A new pod for a ReplicaSet, as upstream's `GetPodFromTemplate` builds it.
@@ -334,60 +270,6 @@ fn pod_from_template(rs: &ReplicaSet) -> Pod {
         spec: template.spec,
         status: None,
     }
-}
-
-/// Upstream's `FilterActivePods`: not terminal and not being deleted.
-fn is_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-/// When the pod's Ready condition became true, if it is ready.
-fn ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
-    let ready = pod
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?;
-    Some(ready.last_transition_time.as_ref().map(|t| t.0))
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    ready_since(pod).is_some()
-}
-
-/// Upstream's `IsPodAvailable`: ready for at least `min_ready`.
-fn is_available(pod: &Pod, min_ready: Duration, now: jiff::Timestamp) -> bool {
-    match ready_since(pod) {
-        None => false,
-        Some(_) if min_ready.is_zero() => true,
-        Some(None) => false,
-        Some(Some(since)) => available_at(since, min_ready).is_some_and(|at| at <= now),
-    }
-}
-
-fn available_at(since: jiff::Timestamp, min_ready: Duration) -> Option<jiff::Timestamp> {
-    since
-        .checked_add(jiff::SignedDuration::try_from(min_ready).ok()?)
-        .ok()
-}
-
-/// How long until the next ready pod becomes available, if one is waiting.
-fn next_available(active: &[Pod], min_ready: Duration, now: jiff::Timestamp) -> Option<Duration> {
-    if min_ready.is_zero() {
-        return None;
-    }
-    active
-        .iter()
-        .filter_map(|p| ready_since(p).flatten())
-        .filter_map(|since| available_at(since, min_ready))
-        .filter(|at| *at > now)
-        .filter_map(|at| Duration::try_from(at.duration_since(now)).ok())
-        .min()
-        // Timestamps have second precision: look again just after the second turns.
-        .map(|d| d + Duration::from_millis(100))
 }
 
 /// Upstream's `calculateStatus`; conditions are kept as they are.
@@ -479,6 +361,7 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::podutil::controller_of;
     use k8s_openapi::api::apps::v1::ReplicaSetSpec;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as Sel, Time};
@@ -555,6 +438,10 @@ mod tests {
         LabelSelector::from_object(Some(&value)).unwrap()
     }
 
+    fn claim(pod: &Pod, uid: &str, selector: &LabelSelector) -> Claim {
+        podutil::claim(&pod.metadata, uid, selector)
+    }
+
     #[test]
     fn claims_follow_upstream() {
         let mine = controller_ref(&rs());
@@ -619,7 +506,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .push(controller_ref(&rs()));
-        let owners = released(&p, "rs-uid");
+        let owners = released(&p.metadata, "rs-uid");
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].uid, "keep");
         let patch = guarded_owners_patch(&pod("b", &[], None).metadata, vec![]);

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use futures::stream::{BoxStream, SelectAll};
 use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
