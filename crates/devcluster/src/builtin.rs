@@ -17,7 +17,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext
 use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
-use crate::resources::{Origin, PrinterColumn, ResourceInfo, ScaleSpec, SchemaInfo};
+use crate::conversion::Conversion;
+use crate::resources::{Origin, PrinterColumn, ResourceInfo, ScaleSpec, SchemaInfo, StorageKey};
 use crate::validation::NameRule;
 
 /// OpenAPI extension keys and values attached to one property.
@@ -349,6 +350,8 @@ struct Builtin {
     categories: &'static [&'static str],
     selectable: &'static [&'static str],
     schema: fn() -> SchemaInfo,
+    /// Another resource's collection (group, plural) holding these objects, and the conversion.
+    stored_in: Option<(&'static str, &'static str, Conversion)>,
 }
 
 const fn b(
@@ -375,6 +378,7 @@ const fn b(
         categories: &[],
         selectable: &[],
         schema,
+        stored_in: None,
     }
 }
 
@@ -407,6 +411,16 @@ impl Builtin {
         self.selectable = f;
         self
     }
+    /// Served from the storage of `group/plural`, converted by `conversion`.
+    const fn stored_in(
+        mut self,
+        group: &'static str,
+        plural: &'static str,
+        conversion: Conversion,
+    ) -> Self {
+        self.stored_in = Some((group, plural, conversion));
+        self
+    }
 }
 
 const POD_FIELDS: &[&str] = &[
@@ -432,6 +446,8 @@ const EVENT_FIELDS: &[&str] = &[
     "source",
     "type",
 ];
+/// Upstream's field label conversion for events.k8s.io/v1 (pkg/apis/events/v1/conversion.go);
+/// the labels select on the stored core Event through [`Conversion::field_label`].
 const EVENTS_V1_FIELDS: &[&str] = &[
     "regarding.kind",
     "regarding.namespace",
@@ -442,6 +458,7 @@ const EVENTS_V1_FIELDS: &[&str] = &[
     "regarding.fieldPath",
     "reason",
     "reportingController",
+    "source",
     "type",
 ];
 
@@ -499,7 +516,8 @@ fn table() -> Vec<Builtin> {
         b("coordination.k8s.io", "v1", "leases", "lease", "Lease", true,
             schema_of::<coordination::Lease>),
         b("events.k8s.io", "v1", "events", "event", "Event", true, schema_of::<events::Event>)
-            .short(&["ev"]).fields(EVENTS_V1_FIELDS).names(PathSegment),
+            .short(&["ev"]).fields(EVENTS_V1_FIELDS).names(PathSegment)
+            .stored_in("", "events", Conversion::EventsV1),
         b("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", true,
             schema_of::<rbac::Role>).names(PathSegment),
         b("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", true,
@@ -536,7 +554,7 @@ fn table() -> Vec<Builtin> {
     ]
 }
 
-fn printer_columns(kind: &str) -> Vec<PrinterColumn> {
+fn printer_columns(group: &str, kind: &str) -> Vec<PrinterColumn> {
     let col = |name: &str, type_: &str, path: &str, priority: i64| PrinterColumn {
         name: name.to_owned(),
         type_: type_.to_owned(),
@@ -564,6 +582,18 @@ fn printer_columns(kind: &str) -> Vec<PrinterColumn> {
         "Namespace" => vec![col("Status", "string", ".status.phase", 0)],
         "Secret" => vec![col("Type", "string", ".type", 0)],
         "Lease" => vec![col("Holder", "string", ".spec.holderIdentity", 0)],
+        // Upstream prints both event APIs from the internal (core) type: Last Seen, Type,
+        // Reason, Object, Message; the computed ones (Last Seen, Object) have no JSONPath.
+        "Event" if group.is_empty() => vec![
+            col("Type", "string", ".type", 0),
+            col("Reason", "string", ".reason", 0),
+            col("Message", "string", ".message", 0),
+        ],
+        "Event" => vec![
+            col("Type", "string", ".type", 0),
+            col("Reason", "string", ".reason", 0),
+            col("Message", "string", ".note", 0),
+        ],
         _ => Vec::new(),
     }
 }
@@ -606,9 +636,14 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
                     has_generation: t.generation,
                     verbs: ALL_VERBS.to_vec(),
                     schema: Some(Arc::new((t.schema)())),
-                    printer_columns: printer_columns(t.kind),
+                    printer_columns: printer_columns(t.group, t.kind),
                     selectable_fields: t.selectable.iter().map(|s| (*s).to_owned()).collect(),
                     origin: Origin::Builtin,
+                    storage: t.stored_in.map(|(group, plural, _)| StorageKey {
+                        group: group.to_owned(),
+                        resource: plural.to_owned(),
+                    }),
+                    conversion: t.stored_in.map_or(Conversion::Identity, |(_, _, c)| c),
                 })
                 .collect()
         })
@@ -644,6 +679,29 @@ mod tests {
             crate::schema::MapType::Atomic
         );
         assert_eq!(pod_spec.property("volumes").patch_merge_key(), Some("name"));
+    }
+
+    #[test]
+    fn both_event_apis_share_the_core_event_storage() {
+        let all = builtin_resources();
+        let event = |group: &str| {
+            all.iter()
+                .find(|r| r.group == group && r.plural == "events")
+                .unwrap()
+        };
+        let (core, events) = (event(""), event("events.k8s.io"));
+        assert_eq!(core.storage_key(), events.storage_key());
+        assert_eq!(core.storage_key().group, "");
+        assert_eq!(core.conversion, Conversion::Identity);
+        assert_eq!(events.conversion, Conversion::EventsV1);
+        // Every other built-in has a collection of its own.
+        let shared = all
+            .iter()
+            .filter(|r| r.storage_key() == core.storage_key())
+            .count();
+        let unique: std::collections::HashSet<_> = all.iter().map(|r| r.storage_key()).collect();
+        assert_eq!(shared, 2);
+        assert_eq!(unique.len(), all.len() - 1);
     }
 
     #[test]

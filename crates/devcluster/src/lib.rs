@@ -18,6 +18,7 @@ pub mod api;
 pub mod apply;
 pub mod builtin;
 pub mod controllers;
+pub mod conversion;
 pub mod crd;
 pub mod discovery;
 pub mod error;

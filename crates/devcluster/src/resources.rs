@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 
+use crate::conversion::Conversion;
 use crate::schema::Node;
 use crate::validation::NameRule;
 
@@ -106,6 +107,11 @@ pub struct ResourceInfo {
     pub selectable_fields: Vec<String>,
     /// Built-in or CRD.
     pub origin: Origin,
+    /// The collection of another resource that stores this one's objects (events.k8s.io
+    /// Events are core Events); `None` for the resource's own group and plural.
+    pub storage: Option<StorageKey>,
+    /// How objects convert between the served and the stored form.
+    pub conversion: Conversion,
 }
 
 impl ResourceInfo {
@@ -118,12 +124,13 @@ impl ResourceInfo {
         }
     }
 
-    /// The key objects of this resource are stored under, shared by all its versions.
+    /// The key objects of this resource are stored under, shared by all its versions and by
+    /// the resources served from the same storage.
     pub fn storage_key(&self) -> StorageKey {
-        StorageKey {
+        self.storage.clone().unwrap_or_else(|| StorageKey {
             group: self.group.clone(),
             resource: self.plural.clone(),
-        }
+        })
     }
 
     /// Whether it is a custom resource.

@@ -40,6 +40,21 @@ impl Kubectl {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// [`Kubectl::run`] without blocking the runtime that serves the cluster.
+    async fn run_async(&self, args: &[&str]) -> String {
+        let out = tokio::process::Command::from(self.command(args))
+            .output()
+            .await
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
@@ -321,4 +336,175 @@ fn scenario(k: &Kubectl) {
     let gone = k.command(&["get", "configmap", "held"]).output().unwrap();
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+}
+
+/// A kubectl for `cluster`, with its own cache and file directory.
+fn kubectl_for(cluster: &devcluster::DevCluster) -> Kubectl {
+    let dir = tempdir();
+    Kubectl {
+        kubeconfig: cluster.kubeconfig_path().to_path_buf(),
+        cache: dir.join("cache"),
+        dir,
+    }
+}
+
+const CASCADE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A ReplicaSet of `replicas` pods labelled `app=<name>`, applied with kubectl.
+async fn apply_replica_set(k: &Kubectl, name: &str, replicas: i32) {
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}});
+    let file = k.file(&format!("{name}.json"), &rs);
+    k.run_async(&["apply", "--server-side", "-f", &file]).await;
+}
+
+/// Waits until the ReplicaSet has `replicas` pods it controls; returns them.
+async fn owned_pods(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    owner: &k8s_openapi::api::apps::v1::ReplicaSet,
+    replicas: usize,
+) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    use kube::ResourceExt;
+    let uid = owner.uid();
+    let selector = format!("app={}", owner.name_any());
+    testkit::eventually("the ReplicaSet's pods", CASCADE_TIMEOUT, || async {
+        let list = pods
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        let owned: Vec<_> = list
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|r| Some(&r.uid) == uid.as_ref())
+            })
+            .collect();
+        (owned.len() == replicas).then_some(owned)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_foreground_cascade_deletes_the_pods_before_the_replica_set() {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let cluster = common::cluster().await;
+    let k = kubectl_for(&cluster);
+    let sets: Api<ReplicaSet> = Api::default_namespaced(cluster.client());
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client());
+    apply_replica_set(&k, "fg", 3).await;
+    let rs = sets.get("fg").await.expect("the ReplicaSet exists");
+    let created = owned_pods(&pods, &rs, 3).await;
+    // One pod is held by a finalizer, so "the pods still exist" is a state, not a race.
+    let held = created[0].name_any();
+    let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    pods.patch(&held, &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
+
+    let mut deleting = k.spawn(&[
+        "delete",
+        "replicaset/fg",
+        "--cascade=foreground",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+
+    testkit::eventually(
+        "the ReplicaSet marked for foreground deletion",
+        CASCADE_TIMEOUT,
+        || async {
+            let rs = sets.get("fg").await.ok()?;
+            let marked = rs.metadata.deletion_timestamp.is_some()
+                && rs.finalizers().iter().any(|f| f == "foregroundDeletion");
+            marked.then_some(())
+        },
+    )
+    .await;
+    assert!(pods.get_opt(&held).await.unwrap().is_some());
+    for pod in &created[1..] {
+        let name = pod.name_any();
+        testkit::eventually(&format!("{name} deleted"), CASCADE_TIMEOUT, || async {
+            pods.get_opt(&name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+    let held_pod = testkit::eventually("the held pod being deleted", CASCADE_TIMEOUT, || async {
+        let pod = pods.get(&held).await.ok()?;
+        pod.metadata.deletion_timestamp.is_some().then_some(pod)
+    })
+    .await;
+    assert_eq!(held_pod.uid(), created[0].uid());
+    let waiting = sets.get("fg").await.expect("the owner waits for its pods");
+    assert_eq!(waiting.uid(), rs.uid());
+    assert!(
+        deleting.try_wait().unwrap().is_none(),
+        "kubectl delete --wait is still waiting"
+    );
+
+    let release = json!({"metadata": {"finalizers": null}});
+    pods.patch(&held, &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+    testkit::eventually(
+        "the ReplicaSet gone after its pods",
+        CASCADE_TIMEOUT,
+        || async {
+            let rs = sets.get_opt("fg").await.ok()?;
+            let pod = pods.get_opt(&held).await.ok()?;
+            match (rs, pod) {
+                (None, None) => Some(()),
+                (None, Some(_)) => panic!("the ReplicaSet went before its pod"),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let status = tokio::task::spawn_blocking(move || wait_exit(&mut deleting))
+        .await
+        .unwrap();
+    assert!(status.success(), "kubectl delete finished successfully");
+    let left = pods
+        .list(&kube::api::ListParams::default().labels("app=fg"))
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "no pod recreated: {:?}", left.items);
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&k.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_orphan_cascade_keeps_the_pods_without_their_owner() {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::api::Api;
+
+    let cluster = common::cluster().await;
+    let k = kubectl_for(&cluster);
+    let sets: Api<ReplicaSet> = Api::default_namespaced(cluster.client());
+    let pods: Api<Pod> = Api::default_namespaced(cluster.client());
+    apply_replica_set(&k, "orphans", 2).await;
+    let rs = sets.get("orphans").await.expect("the ReplicaSet exists");
+    let created = owned_pods(&pods, &rs, 2).await;
+
+    // kubectl waits for the ReplicaSet to be gone, which is after its pods were released.
+    k.run_async(&["delete", "replicaset/orphans", "--cascade=orphan"])
+        .await;
+    assert!(sets.get_opt("orphans").await.unwrap().is_none());
+    for pod in &created {
+        let kept = pods.get(&pod.name_any()).await.expect("the pod is kept");
+        assert_eq!(kept.uid(), pod.uid(), "the same pod, not a replacement");
+        assert!(kept.owner_references().is_empty(), "{:?}", kept.metadata);
+        assert!(kept.metadata.deletion_timestamp.is_none());
+    }
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&k.dir);
 }

@@ -3,7 +3,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::read::Filter;
+use super::read::{Filter, present};
 use super::{ApiRequest, ApiServer, Query, Reply, lifecycle, ns_key, subject};
 use crate::admission::Operation;
 use crate::error::ApiError;
@@ -84,7 +84,9 @@ pub(crate) enum Deleted {
 }
 
 impl ApiServer {
-    /// Deletes one object with the real server's rules. Retries on concurrent writes.
+    /// Deletes one object with the real server's rules. Retries on concurrent writes. Deletion
+    /// edits metadata only, so it works on the stored form; what admission and the caller see
+    /// is the object at the request's version.
     pub(crate) async fn delete_object(
         &self,
         info: &ResourceInfo,
@@ -92,8 +94,9 @@ impl ApiServer {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted, ApiError> {
-        let collection = self.store.collection(&info.storage_key());
+        let collection = self.collection(info);
         let key = (ns_key(info, ns), name.to_owned());
+        let served = |obj: &Value| present(info, obj).into_owned();
         for _ in 0..16 {
             let current = collection
                 .get(&key)
@@ -120,8 +123,8 @@ impl ApiServer {
                     ),
                 ));
             }
-            let mut old = (*current).clone();
-            self.admit_delete(info, ns, name, &old, opts.dry_run)
+            let old = (*current).clone();
+            self.admit_delete(info, ns, name, &served(&old), opts.dry_run)
                 .await?;
 
             let mut next = (*current).clone();
@@ -142,15 +145,15 @@ impl ApiServer {
                     lifecycle::on_delete_start(info, &mut next);
                 }
                 if next == old {
-                    return Ok(Deleted::Pending(old));
+                    return Ok(Deleted::Pending(served(&old)));
                 }
                 if opts.dry_run {
-                    return Ok(Deleted::Pending(next));
+                    return Ok(Deleted::Pending(served(&next)));
                 }
                 match collection.replace(&key, resource_version(&current), next) {
                     Ok(stored) => {
                         lifecycle::after_write(self, info, &stored, false);
-                        return Ok(Deleted::Pending((*stored).clone()));
+                        return Ok(Deleted::Pending(served(&stored)));
                     }
                     Err(StoreError::Conflict) => continue,
                     Err(StoreError::NotFound) => {
@@ -160,13 +163,12 @@ impl ApiServer {
                 }
             }
             if opts.dry_run {
-                return Ok(Deleted::Removed(old));
+                return Ok(Deleted::Removed(served(&old)));
             }
             match collection.remove(&key, Some(resource_version(&current)), None) {
                 Ok(last) => {
                     lifecycle::after_write(self, info, &last, true);
-                    old = (*last).clone();
-                    return Ok(Deleted::Removed(old));
+                    return Ok(Deleted::Removed(served(&last)));
                 }
                 Err(StoreError::Conflict) => continue,
                 Err(StoreError::NotFound) => return Err(ApiError::not_found(subject(info, name))),
@@ -256,7 +258,7 @@ pub(super) async fn delete_collection(
     }
     let opts = DeleteOptions::from_request(req, q)?;
     let filter = Filter::new(info, ns, q)?;
-    let snapshot = server.store.collection(&info.storage_key()).snapshot();
+    let snapshot = server.collection(info).snapshot();
     let mut items = Vec::new();
     for obj in snapshot.objects.values().filter(|o| filter.matches(o)) {
         let name = objects::meta_str(obj, "name")

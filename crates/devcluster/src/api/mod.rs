@@ -24,7 +24,7 @@ use crate::discovery;
 use crate::error::{ApiError, Subject};
 use crate::resources::{Registry, ResourceInfo};
 use crate::route::{self, ResourcePath, Route};
-use crate::store::{Store, StoreConfig};
+use crate::store::{Collection, Store, StoreConfig};
 
 pub use write::WriteOptions;
 
@@ -192,8 +192,7 @@ impl ServiceResolver for EndpointsResolver {
         let server = self.server.upgrade()?;
         let info = server.registry.get("", "v1", "endpoints")?;
         let ep = server
-            .store
-            .collection(&info.storage_key())
+            .collection(&info)
             .get(&(namespace.to_owned(), name.to_owned()))?;
         let subset = ep.get("subsets")?.as_array()?.first()?;
         let ip = subset
@@ -236,6 +235,11 @@ impl ApiServer {
             }
         }
         server
+    }
+
+    /// The collection holding the objects of `info` (shared by the resources served from it).
+    pub(crate) fn collection(&self, info: &ResourceInfo) -> Arc<Collection> {
+        self.store.collection(&info.storage_key())
     }
 
     /// The next free service IP in 10.96.0.0/12.

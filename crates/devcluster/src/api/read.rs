@@ -23,16 +23,19 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 /// Upper bound of a watch without timeoutSeconds (upstream: 30-60 minutes).
 const MAX_WATCH: Duration = Duration::from_secs(1800);
 
-/// An object as served at the requested version (custom resources are stored at one version
-/// and served at all; no conversion beyond apiVersion, as with `conversion: None`).
+/// An object as served at the requested version: converted from its stored form (events.k8s.io
+/// Events are stored as core Events), with the version's apiVersion and kind. Custom resources
+/// are stored at one version and served at all with only apiVersion changed, as with
+/// `conversion: None`.
 pub(crate) fn present<'a>(info: &ResourceInfo, obj: &'a Value) -> Cow<'a, Value> {
+    let converted = info.conversion.from_storage(obj);
     let api_version = info.api_version();
-    if obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str())
-        && obj.get("kind").and_then(Value::as_str) == Some(info.kind.as_str())
+    if converted.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str())
+        && converted.get("kind").and_then(Value::as_str) == Some(info.kind.as_str())
     {
-        return Cow::Borrowed(obj);
+        return converted;
     }
-    let mut owned = obj.clone();
+    let mut owned = converted.into_owned();
     if let Some(map) = owned.as_object_mut() {
         map.insert("apiVersion".into(), json!(api_version));
         map.insert("kind".into(), json!(info.kind));
@@ -40,11 +43,14 @@ pub(crate) fn present<'a>(info: &ResourceInfo, obj: &'a Value) -> Cow<'a, Value>
     Cow::Owned(owned)
 }
 
-/// The compiled selectors of a list or watch.
+/// The compiled selectors of a list or watch. They match stored objects: field labels of the
+/// served form are translated to the stored form's once, instead of converting every object.
 pub(crate) struct Filter {
     namespace: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
+    /// Selecting stored core Events, whose `source` label is not a plain path.
+    events: bool,
 }
 
 impl Filter {
@@ -54,11 +60,11 @@ impl Filter {
                 .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
             None => LabelSelector::everything(),
         };
-        let fields = match &q.field_selector {
+        let mut fields = match &q.field_selector {
             Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.0))?,
             None => FieldSelector::default(),
         };
-        for r in &fields.requirements {
+        for r in &mut fields.requirements {
             let supported = r.field == "metadata.name"
                 || (r.field == "metadata.namespace" && info.namespaced)
                 || info.selectable_fields.iter().any(|f| f == &r.field);
@@ -68,11 +74,13 @@ impl Filter {
                     r.field
                 )));
             }
+            r.field = info.conversion.field_label(&r.field).into_owned();
         }
         Ok(Filter {
             namespace: ns.map(str::to_owned),
             labels,
             fields,
+            events: !info.is_custom() && info.kind == "Event",
         })
     }
 
@@ -87,18 +95,23 @@ impl Filter {
             return false;
         }
         self.labels.matches(obj.pointer("/metadata/labels"))
-            && self.fields.matches(|f| field_value(obj, f))
+            && self.fields.matches(|f| match f {
+                "source" if self.events => event_source(obj),
+                _ => field_value(obj, f),
+            })
     }
 }
 
-/// The value of a selectable field, as a string.
+/// Core events select on `source`: the source component, or the reporting component of events
+/// that have none (upstream's `ToSelectableFields`).
+fn event_source(obj: &Value) -> Option<String> {
+    field_value(obj, "source.component")
+        .filter(|s| !s.is_empty())
+        .or_else(|| field_value(obj, "reportingComponent"))
+}
+
+/// The value of a selectable field of a stored object (a dotted path), as a string.
 fn field_value(obj: &Value, field: &str) -> Option<String> {
-    // Core events select on the source component by the name `source`.
-    let field = if field == "source" {
-        "source.component"
-    } else {
-        field
-    };
     let mut cur = obj;
     for part in field.split('.') {
         cur = cur.get(part)?;
@@ -507,4 +520,88 @@ pub(super) fn watch(
         }
     });
     Ok(Reply::Stream(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::builtin_resources;
+
+    fn events_info(group: &str) -> ResourceInfo {
+        builtin_resources()
+            .into_iter()
+            .find(|r| r.group == group && r.plural == "events")
+            .unwrap()
+    }
+
+    fn selecting(info: &ResourceInfo, fields: &str) -> Result<Filter, ApiError> {
+        let q = Query {
+            field_selector: Some(fields.to_owned()),
+            ..Query::default()
+        };
+        Filter::new(info, Some("default"), &q)
+    }
+
+    /// A core Event as stored.
+    fn stored_event() -> Value {
+        json!({"apiVersion": "v1", "kind": "Event",
+               "metadata": {"name": "e", "namespace": "default"},
+               "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+               "reason": "Started", "type": "Normal",
+               "reportingComponent": "kubelet", "reportingInstance": "node-1"})
+    }
+
+    #[test]
+    fn events_api_labels_select_on_the_stored_core_event() {
+        let info = events_info("events.k8s.io");
+        let obj = stored_event();
+        for (selector, matches) in [
+            ("regarding.name=web", true),
+            ("regarding.name=db", false),
+            ("regarding.kind=Pod,reason=Started", true),
+            ("reportingController=kubelet", true),
+            ("type!=Warning", true),
+        ] {
+            assert_eq!(
+                selecting(&info, selector).unwrap().matches(&obj),
+                matches,
+                "{selector}"
+            );
+        }
+        // The core spellings are not events.k8s.io labels.
+        assert!(selecting(&info, "involvedObject.name=web").is_err());
+        assert!(selecting(&info, "reportingComponent=kubelet").is_err());
+    }
+
+    #[test]
+    fn source_falls_back_to_the_reporting_component() {
+        let mut obj = stored_event();
+        for group in ["", "events.k8s.io"] {
+            let filter = selecting(&events_info(group), "source=kubelet").unwrap();
+            assert!(
+                filter.matches(&obj),
+                "{group}: no source, reporting component"
+            );
+        }
+        obj["source"] = json!({"component": "scheduler"});
+        let core = events_info("");
+        assert!(!selecting(&core, "source=kubelet").unwrap().matches(&obj));
+        assert!(selecting(&core, "source=scheduler").unwrap().matches(&obj));
+        assert!(
+            selecting(&core, "involvedObject.name=web")
+                .unwrap()
+                .matches(&obj)
+        );
+    }
+
+    #[test]
+    fn events_are_presented_in_the_requested_version() {
+        let obj = stored_event();
+        let served = present(&events_info("events.k8s.io"), &obj);
+        assert_eq!(served["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(served["regarding"]["name"], "web");
+        assert_eq!(served["reportingController"], "kubelet");
+        assert!(served.get("involvedObject").is_none());
+        assert!(matches!(present(&events_info(""), &obj), Cow::Borrowed(_)));
+    }
 }

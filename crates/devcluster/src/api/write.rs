@@ -2,14 +2,17 @@
 //! in the order the real server runs it: decode -> server-set fields -> defaulting and pruning ->
 //! mutating admission -> validation -> managedFields -> validating admission -> storage.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::read::present;
 use super::{ApiRequest, ApiServer, Query, lifecycle, ns_key, subject};
 use crate::admission::{Attributes, GroupVersionKind, GroupVersionResource, Operation};
 use crate::apply::{self, ApplyContext, ApplyError};
+use crate::conversion::{self, Conversion, Direction};
 use crate::error::ApiError;
 use crate::objects::{self, Endpoint};
 use crate::resources::ResourceInfo;
@@ -292,6 +295,68 @@ fn schema_pass(
 }
 
 impl ApiServer {
+    /// The conversion of another served version of `info`'s objects (same kind and storage).
+    fn conversion_at(&self, info: &ResourceInfo, api_version: &str) -> Option<Conversion> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        self.registry
+            .by_kind(group, version, &info.kind)
+            .filter(|other| other.storage_key() == info.storage_key())
+            .map(|other| other.conversion)
+    }
+
+    /// Rewrites the field sets of managedFields entries recorded at other versions of the same
+    /// objects: into the request's version before the field manager runs (it compares every
+    /// manager's fields within one version, as structured-merge-diff does after converting),
+    /// and back into each entry's own version afterwards, where they are kept.
+    fn rewrite_fields(&self, info: &ResourceInfo, obj: &mut Value, direction: Direction) {
+        let api_version = info.api_version();
+        conversion::managed_fields_between(
+            obj,
+            (&api_version, info.conversion),
+            |other| self.conversion_at(info, other),
+            direction,
+        );
+    }
+
+    /// Apply conflicts name fields as their owner's entry records them: the field manager found
+    /// them in the request's version (see [`Self::rewrite_fields`]). Appliers' conflicts carry
+    /// no version; theirs is the one their entry in `live` was recorded at.
+    fn conflicts_as_recorded(
+        &self,
+        info: &ResourceInfo,
+        live: &Value,
+        e: ApplyError,
+    ) -> ApplyError {
+        let ApplyError::Conflicts(mut conflicts) = e else {
+            return e;
+        };
+        let request_version = info.api_version();
+        for c in &mut conflicts {
+            let own_version = if c.api_version.is_empty() {
+                applier_version(live, &c.manager, &c.subresource)
+            } else {
+                Some(c.api_version.as_str())
+            };
+            let Some(own) = own_version
+                .filter(|v| *v != request_version)
+                .and_then(|v| self.conversion_at(info, v))
+                .filter(|own| *own != info.conversion)
+            else {
+                continue;
+            };
+            c.field = own.path_from_storage(&info.conversion.path_to_storage(&c.field));
+        }
+        ApplyError::Conflicts(conflicts)
+    }
+
+    /// [`Self::rewrite_fields`] into the request's version, copying the object only when an
+    /// entry of another version is there.
+    fn fields_in_request_version(&self, info: &ResourceInfo, obj: &mut Cow<'_, Value>) {
+        if conversion::has_entries_of_other_versions(obj, &info.api_version()) {
+            self.rewrite_fields(info, obj.to_mut(), Direction::ToRequest);
+        }
+    }
+
     fn webhook_configs(&self, plural: &str) -> Vec<Value> {
         let Some(info) = self
             .registry
@@ -460,7 +525,9 @@ impl ApiServer {
             let ignored = ignored_fields(info, Endpoint::Main);
             let api_version = info.api_version();
             let ctx = apply_context(info, opts, Endpoint::Main, &ignored, &now, &api_version);
+            self.rewrite_fields(info, &mut obj, Direction::ToRequest);
             apply::record_update(None, &mut obj, &ctx).map_err(|e| apply_error(info, &name, e))?;
+            self.rewrite_fields(info, &mut obj, Direction::ToOwnVersion);
         }
         warnings.extend(
             self.admit(
@@ -480,15 +547,17 @@ impl ApiServer {
             return Ok((obj, warnings));
         }
         let stored = self
-            .store
-            .collection(&info.storage_key())
-            .create((ns_key(info, ns), name.clone()), obj)
+            .collection(info)
+            .create(
+                (ns_key(info, ns), name.clone()),
+                info.conversion.to_storage(obj),
+            )
             .map_err(|e| match e {
                 StoreError::AlreadyExists => ApiError::already_exists(subject(info, &name)),
                 other => ApiError::internal(other.to_string()),
             })?;
         lifecycle::after_write(self, info, &stored, false);
-        Ok(((*stored).clone(), warnings))
+        Ok((present(info, &stored).into_owned(), warnings))
     }
 
     /// Creates an object with no admission or client options: bootstrap and controllers
@@ -505,9 +574,11 @@ impl ApiServer {
             .unwrap_or_default()
             .to_owned();
         let stored = self
-            .store
-            .collection(&info.storage_key())
-            .create((ns_key(info, ns), name.clone()), obj)
+            .collection(info)
+            .create(
+                (ns_key(info, ns), name.clone()),
+                info.conversion.to_storage(obj),
+            )
             .map_err(|_| ApiError::already_exists(subject(info, &name)))?;
         lifecycle::after_write(self, info, &stored, false);
         Ok(stored)
@@ -529,13 +600,15 @@ impl ApiServer {
     where
         F: FnMut(&Value) -> Result<Computed, ApiError>,
     {
-        let collection = self.store.collection(&info.storage_key());
+        let collection = self.collection(info);
         let key = (ns_key(info, ns), name.to_owned());
         let sub = (endpoint == Endpoint::Status).then_some("status");
         for _attempt in 0..16 {
-            let current = collection
+            let stored = collection
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(subject(info, name)))?;
+            // The whole pipeline works on the request's version; storage sees its own form.
+            let current = present(info, &stored);
             let computed = compute(&current)?;
             if let Some(rv) = computed.precondition_rv
                 && rv != resource_version(&current)
@@ -570,8 +643,12 @@ impl ApiServer {
                 let ignored = ignored_fields(info, endpoint);
                 let api_version = info.api_version();
                 let ctx = apply_context(info, opts, endpoint, &ignored, &now, &api_version);
-                apply::record_update(Some(&current), &mut new, &ctx)
+                let mut old = current.clone();
+                self.fields_in_request_version(info, &mut old);
+                self.rewrite_fields(info, &mut new, Direction::ToRequest);
+                apply::record_update(Some(&old), &mut new, &ctx)
                     .map_err(|e| apply_error(info, name, e))?;
+                self.rewrite_fields(info, &mut new, Direction::ToOwnVersion);
             }
             warnings.extend(
                 self.admit(
@@ -589,13 +666,14 @@ impl ApiServer {
             );
             if same_ignoring_timestamps(&current, &new) {
                 // A no-op write stores nothing and emits no event, as etcd's guaranteed update.
-                return Ok(((*current).clone(), warnings));
+                return Ok((current.into_owned(), warnings));
             }
             if opts.dry_run {
                 return Ok((new, warnings));
             }
-            let expected = resource_version(&current);
+            let expected = resource_version(&stored);
             let removing = objects::is_deleting(&new) && lifecycle::can_remove(info, &new);
+            let new = info.conversion.to_storage(new);
             let result = if removing {
                 collection.remove(&key, Some(expected), Some(new))
             } else {
@@ -604,7 +682,7 @@ impl ApiServer {
             match result {
                 Ok(stored) => {
                     lifecycle::after_write(self, info, &stored, removing);
-                    return Ok(((*stored).clone(), warnings));
+                    return Ok((present(info, &stored).into_owned(), warnings));
                 }
                 Err(StoreError::Conflict) if computed.precondition_rv.is_none() => continue,
                 Err(StoreError::Conflict) => {
@@ -622,6 +700,21 @@ impl ApiServer {
             "too many concurrent writes; please retry",
         ))
     }
+}
+
+/// The version an applier's managedFields entry was recorded at.
+fn applier_version<'a>(live: &'a Value, manager: &str, subresource: &str) -> Option<&'a str> {
+    live.pointer("/metadata/managedFields")?
+        .as_array()?
+        .iter()
+        .find(|e| {
+            let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default();
+            text("manager") == manager
+                && text("operation") == "Apply"
+                && text("subresource") == subresource
+        })?
+        .get("apiVersion")?
+        .as_str()
 }
 
 /// The result of computing an update from the current object.
@@ -890,8 +983,8 @@ async fn server_side_apply(
     let ignored = ignored_fields(info, endpoint);
     let api_version = info.api_version();
     let ctx = apply_context(info, &opts, endpoint, &ignored, &now, &api_version);
-    let collection = server.store.collection(&info.storage_key());
-    let exists = collection
+    let exists = server
+        .collection(info)
         .get(&(ns_key(info, ns), name.to_owned()))
         .is_some();
     if !exists {
@@ -909,8 +1002,13 @@ async fn server_side_apply(
     }
     let (obj, _) = server
         .update_object(info, ns, name, endpoint, &opts, |current| {
-            let merged = apply::server_side_apply(Some(current), &config, q.force, &ctx)
-                .map_err(|e| apply_error(info, name, e))?;
+            let mut live = Cow::Borrowed(current);
+            server.fields_in_request_version(info, &mut live);
+            let mut merged = apply::server_side_apply(Some(&live), &config, q.force, &ctx)
+                .map_err(|e| {
+                    apply_error(info, name, server.conflicts_as_recorded(info, &live, e))
+                })?;
+            server.rewrite_fields(info, &mut merged, Direction::ToOwnVersion);
             Ok(Computed {
                 object: merged,
                 precondition_rv: precondition,

@@ -259,6 +259,8 @@ pub fn resources(crd: &Value) -> Vec<ResourceInfo> {
                     crd_name: crd_name.clone(),
                     storage_version: storage_version.clone(),
                 },
+                storage: None,
+                conversion: crate::conversion::Conversion::Identity,
             }
         })
         .collect()

@@ -1,9 +1,0 @@
-//! The Endpoints and EndpointSlice controller of kube-controller-manager (being written).
-
-use tokio_util::sync::CancellationToken;
-
-/// Runs the Endpoints and EndpointSlice controller until `shutdown` is cancelled.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) {
-    let _ = client;
-    shutdown.cancelled().await;
-}
