@@ -34,7 +34,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, P
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::podutil::{self, Claim};
+use super::history;
+use super::podutil;
 use super::workqueue::{self, Key};
 use crate::selector::LabelSelector;
 
@@ -95,9 +96,6 @@ enum SyncError {
     /// The API server refused or failed a request.
     #[error("API request failed: {0}")]
     Kube(#[from] kube::Error),
-    /// A patch built here is not a valid JSON patch (a bug here, not in the input).
-    #[error("invalid JSON patch: {0}")]
-    Patch(serde_json::Error),
     /// Some ReplicaSets could not be adopted or released; the rest of the sync went ahead.
     #[error("{0} replica sets could not be adopted or released")]
     Claims(usize),
@@ -149,9 +147,9 @@ impl Sync<'_> {
         if d.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
-        let Some(uid) = d.metadata.uid.clone() else {
+        if d.metadata.uid.is_none() {
             return Ok(None);
-        };
+        }
         let spec = d.spec.clone().unwrap_or_default();
         let selector = match selector_of(&spec.selector) {
             Some(s) => s,
@@ -161,12 +159,12 @@ impl Sync<'_> {
                 return Ok(None);
             }
         };
-        let (mut sets, failed) = self.claim(&d, &uid, &selector).await?;
+        let (mut sets, failed) = self.claim(&d, &selector).await?;
         let pods = Api::<Pod>::namespaced(self.client.clone(), self.namespace)
             .list(&ListParams::default())
             .await?
             .items;
-        let min_ready = min_ready(&d);
+        let min_ready = podutil::min_ready(spec.min_ready_seconds);
         let now = jiff::Timestamp::now();
 
         let template = spec.template.clone();
@@ -262,47 +260,12 @@ impl Sync<'_> {
     async fn claim(
         &self,
         d: &Deployment,
-        uid: &str,
         selector: &LabelSelector,
     ) -> Result<(Vec<ReplicaSet>, usize), SyncError> {
         let sets = self.sets().list(&ListParams::default()).await?.items;
-        let mut owned = Vec::new();
-        let mut failed = 0;
-        let owner = controller_ref(d);
-        for rs in sets {
-            let owners = match podutil::claim(&rs.metadata, uid, selector) {
-                Claim::Owned => {
-                    owned.push(rs);
-                    continue;
-                }
-                Claim::Ignore => continue,
-                Claim::Adopt => podutil::adopted(&rs.metadata, owner.clone()),
-                Claim::Release => podutil::released(&rs.metadata, uid),
-            };
-            let patch = podutil::guarded_owners_patch(&rs.metadata, owners);
-            let patch: json_patch::Patch =
-                serde_json::from_value(patch).map_err(SyncError::Patch)?;
-            let adopting = rs.metadata.deletion_timestamp.is_none();
-            match self
-                .sets()
-                .patch(
-                    &rs.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Json::<()>(patch),
-                )
-                .await
-            {
-                Ok(patched) if podutil::controller_of(&patched.metadata).is_some() && adopting => {
-                    owned.push(patched);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(replicaset = %rs.name_any(), error = %e,
-                        "deployment controller: could not adopt or release replica set");
-                    failed += 1;
-                }
-            }
-        }
+        let matches = |rs: &ReplicaSet| selector.matches_map(rs.labels());
+        let (mut owned, failed) =
+            podutil::claim_objects(&self.sets(), sets, &podutil::controller_ref(d), matches).await;
         owned.sort_by_key(|rs| {
             (
                 rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -739,15 +702,6 @@ fn selector_of(selector: &Sel) -> Option<LabelSelector> {
     LabelSelector::from_object(Some(&value)).ok()
 }
 
-fn min_ready(d: &Deployment) -> Duration {
-    let seconds = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.min_ready_seconds)
-        .unwrap_or(0);
-    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
-}
-
 fn rs_template(rs: &ReplicaSet) -> Option<PodTemplateSpec> {
     rs.spec.as_ref().and_then(|s| s.template.clone())
 }
@@ -773,37 +727,11 @@ fn without_hash(template: &PodTemplateSpec) -> Value {
     serde_json::to_value(template).unwrap_or(Value::Null)
 }
 
-/// The `pod-template-hash` of a template: FNV-1a (32 bit) of its JSON form and the
-/// collision count, rendered with upstream's `SafeEncodeString` alphabet (no vowels, so no
-/// words). Upstream hashes a Go pretty-print instead, so values differ from a real cluster's
-/// but are just as stable.
+/// The `pod-template-hash` of a template and the Deployment's collision count, computed as
+/// ControllerRevision hashes are ([`history::hash`]): upstream's shape, not its value.
 pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut hash: u32 = 0x811c_9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u32::from(*b);
-            hash = hash.wrapping_mul(0x0100_0193);
-        }
-    };
-    feed(
-        serde_json::to_string(template)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    if let Some(count) = collision_count {
-        feed(&count.to_le_bytes());
-    }
-    hash.to_string()
-        .bytes()
-        .map(|b| char::from(ALPHABET[usize::from(b) % ALPHABET.len()]))
-        .collect()
-}
-
-fn controller_ref(
-    d: &Deployment,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-    podutil::controller_ref("apps/v1", "Deployment", &d.metadata)
+    let data = serde_json::to_value(template).unwrap_or(Value::Null);
+    history::hash(&data, collision_count.unwrap_or(0))
 }
 
 fn next_revision(sets: &[ReplicaSet]) -> i64 {
@@ -847,7 +775,7 @@ fn new_replica_set(d: &Deployment, revision: i64, replicas: i32, surge: i32) -> 
             namespace: d.metadata.namespace.clone(),
             labels,
             annotations: Some(annotations),
-            owner_references: Some(vec![controller_ref(d)]),
+            owner_references: Some(vec![podutil::controller_ref(d)]),
             ..ObjectMeta::default()
         },
         spec: Some(ReplicaSetSpec {
@@ -869,21 +797,17 @@ fn view(rs: &ReplicaSet, pods: &[Pod], min_ready: Duration, now: jiff::Timestamp
         .filter(|p| podutil::is_active(p))
         .collect();
     let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    let count = |f: &dyn Fn(&Pod) -> bool| to_i32(mine.iter().filter(|p| f(p)).count());
+    let count = |f: &dyn Fn(&Pod) -> bool| podutil::to_i32(mine.iter().filter(|p| f(p)).count());
     let available_pods = count(&|p| podutil::is_available(p, min_ready, now));
     View {
         name: rs.name_any(),
         replicas,
-        pods: to_i32(mine.len()),
+        pods: podutil::to_i32(mine.len()),
         ready: count(&podutil::is_ready),
         available: available_pods.min(replicas),
         available_pods,
         created: rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
-}
-
-fn to_i32(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// The Deployment's status as upstream's `calculateStatus` and `syncRolloutStatus` compute

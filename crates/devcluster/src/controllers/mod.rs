@@ -7,6 +7,7 @@ pub mod daemonsets;
 pub mod deployments;
 pub mod endpoints;
 pub mod gc;
+mod history;
 pub mod pods;
 mod podutil;
 pub mod replicasets;

@@ -1,7 +1,9 @@
 //! What the scheduler and the kubelet would do to a Pod, simulated without containers.
 //!
 //! - A Pod without `spec.nodeName` is bound to the first Node object (by name), or to
-//!   [`DEFAULT_NODE`] when the cluster has none.
+//!   [`DEFAULT_NODE`] when the cluster has none. A pod whose required node affinity names
+//!   its nodes (`matchFields metadata.name In [...]`, as DaemonSet pods do) goes only to an
+//!   existing node among those, and stays unbound (retried) while there is none.
 //! - A bound Pod whose phase is still empty or `Pending` is "started" after
 //!   [`Config::ready_after`]: phase `Running`, a `podIP` from [`Config::ip_pool`] (distinct
 //!   per live pod, released when the pod is deleted), `hostIP` 127.0.0.1, the conditions a
@@ -148,6 +150,9 @@ enum PodError {
     /// Every address of the pool is held by a live pod.
     #[error("pod IP pool {0}/{1} is exhausted")]
     PoolExhausted(Ipv4Addr, u8),
+    /// No node the pod may go to exists.
+    #[error("no node fits the pod's node affinity")]
+    Unschedulable,
 }
 
 /// What is left to do for one pod.
@@ -279,7 +284,7 @@ impl Kubelet {
             return Ok(());
         }
         if node_name(&pod).is_none() {
-            let node = self.pick_node().await?;
+            let node = self.pick_node(&pod).await?;
             pod.spec.get_or_insert_default().node_name = Some(node.clone());
             api.replace(&task.name, &PostParams::default(), &pod)
                 .await?;
@@ -299,13 +304,54 @@ impl Kubelet {
         Ok(())
     }
 
-    /// The first Node object by name, or [`DEFAULT_NODE`].
-    async fn pick_node(&self) -> Result<String, PodError> {
+    /// The node to bind `pod` to (see [`choose_node`]).
+    async fn pick_node(&self, pod: &Pod) -> Result<String, PodError> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let list = nodes.list(&ListParams::default()).await?;
-        let first = list.items.into_iter().filter_map(|n| n.metadata.name).min();
-        Ok(first.unwrap_or_else(|| DEFAULT_NODE.to_owned()))
+        let names: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        choose_node(pod, &names).ok_or(PodError::Unschedulable)
     }
+}
+
+/// The node for an unbound pod among the Node objects `nodes`: the first by name its
+/// required node affinity admits (see [`named_nodes`]), or [`DEFAULT_NODE`] when the cluster
+/// has no nodes and the pod does not name any. `None`: no node fits.
+fn choose_node(pod: &Pod, nodes: &[String]) -> Option<String> {
+    match named_nodes(pod) {
+        None if nodes.is_empty() => Some(DEFAULT_NODE.to_owned()),
+        None => nodes.iter().min().cloned(),
+        Some(allowed) => nodes.iter().filter(|n| allowed.contains(n)).min().cloned(),
+    }
+}
+
+/// The nodes a pod's required node affinity limits it to by name: the `matchFields
+/// metadata.name In` values of its terms (which are ORed). `None` when it has no such
+/// affinity, or a term without that requirement (other requirements are not simulated).
+fn named_nodes(pod: &Pod) -> Option<Vec<&String>> {
+    let terms = &pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    let mut allowed = Vec::new();
+    for term in terms {
+        let names = term
+            .match_fields
+            .iter()
+            .flatten()
+            .find(|r| r.key == "metadata.name" && r.operator == "In")?;
+        allowed.extend(names.values.iter().flatten());
+    }
+    Some(allowed)
 }
 
 /// Whether a pod is waiting for the kubelet to start it.
@@ -614,6 +660,36 @@ mod tests {
         assert!(containers[0].state.as_ref().unwrap().running.is_some());
         let init = status.init_container_statuses.unwrap_or_default();
         assert!(init[0].state.as_ref().unwrap().terminated.is_some());
+    }
+
+    #[test]
+    fn the_scheduler_honours_node_names_in_required_affinity() {
+        let nodes: Vec<String> = ["b", "a", "c"].map(String::from).to_vec();
+        let bare = pod(None);
+        assert_eq!(choose_node(&bare, &nodes).as_deref(), Some("a"));
+        assert_eq!(choose_node(&bare, &[]).as_deref(), Some(DEFAULT_NODE));
+        let pinned = |terms: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"spec": {"containers": [],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                    {"nodeSelectorTerms": terms}}}}}))
+            .unwrap()
+        };
+        let to_c = pinned(serde_json::json!([{"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": ["c"]}]}]));
+        assert_eq!(choose_node(&to_c, &nodes).as_deref(), Some("c"));
+        assert_eq!(
+            choose_node(&to_c, &["a".to_owned()]),
+            None,
+            "a gone node: unbound"
+        );
+        assert_eq!(choose_node(&to_c, &[]), None);
+        let either = pinned(serde_json::json!([
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["c"]}]},
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["b"]}]}]));
+        assert_eq!(choose_node(&either, &nodes).as_deref(), Some("b"));
+        let by_label = pinned(serde_json::json!([{"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["x"]}]}]));
+        assert_eq!(choose_node(&by_label, &nodes).as_deref(), Some("a"));
     }
 
     #[test]

@@ -18,15 +18,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use serde_json::Value;
+use kube::api::{Api, ListParams, PostParams};
 use tokio_util::sync::CancellationToken;
 
 use super::podutil::{
-    self, Claim, guarded_owners_patch, is_active, is_available, is_ready, next_available,
-    ready_since, released,
+    self, controller_ref, is_active, is_available, is_ready, next_available, omit_zero,
+    ready_since, to_i32,
 };
 use super::workqueue::{self, Key};
 use crate::selector::LabelSelector;
@@ -66,9 +64,6 @@ enum SyncError {
     /// The API server refused or failed a request.
     #[error("API request failed: {0}")]
     Kube(#[from] kube::Error),
-    /// A patch built here is not a valid JSON patch (a bug here, not in the input).
-    #[error("invalid JSON patch: {0}")]
-    Patch(serde_json::Error),
     /// Some pods could not be adopted or released; the rest of the sync went ahead.
     #[error("{0} pods could not be adopted or released")]
     Claims(usize),
@@ -100,12 +95,11 @@ impl Sync<'_> {
         if rs.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
-        let Some(uid) = rs.metadata.uid.clone() else {
+        if rs.metadata.uid.is_none() {
             return Ok(None);
-        };
+        }
         let spec = rs.spec.clone().unwrap_or_default();
-        let selector = serde_json::to_value(&spec.selector).unwrap_or(Value::Null);
-        let selector = match LabelSelector::from_object(Some(&selector)) {
+        let selector = match podutil::selector(&spec.selector) {
             Ok(s) => s,
             Err(e) => {
                 tracing::info!(replicaset = %self.name, error = %e.0,
@@ -113,13 +107,12 @@ impl Sync<'_> {
                 return Ok(None);
             }
         };
-        let (owned, failed_claims) = self.claim(&rs, &uid, &selector).await?;
+        let (owned, failed_claims) = self.claim(&rs, &selector).await?;
         let active: Vec<Pod> = owned.into_iter().filter(is_active).collect();
         let wanted = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or_default();
         self.manage(&rs, &active, wanted).await?;
         let now = jiff::Timestamp::now();
-        let min_ready =
-            Duration::from_secs(u64::try_from(spec.min_ready_seconds.unwrap_or(0)).unwrap_or(0));
+        let min_ready = podutil::min_ready(spec.min_ready_seconds);
         self.update_status(rs, &active, min_ready, now).await?;
         if failed_claims > 0 {
             return Err(SyncError::Claims(failed_claims));
@@ -132,49 +125,11 @@ impl Sync<'_> {
     async fn claim(
         &self,
         rs: &ReplicaSet,
-        uid: &str,
         selector: &LabelSelector,
     ) -> Result<(Vec<Pod>, usize), SyncError> {
         let pods = self.pods().list(&ListParams::default()).await?.items;
-        let mut owned = Vec::new();
-        let mut failed = 0;
-        for pod in pods {
-            match podutil::claim(&pod.metadata, uid, selector) {
-                Claim::Owned => owned.push(pod),
-                Claim::Ignore => {}
-                Claim::Adopt => match self
-                    .set_owners(&pod, podutil::adopted(&pod.metadata, controller_ref(rs)))
-                    .await
-                {
-                    Ok(pod) => owned.push(pod),
-                    Err(e) => {
-                        tracing::debug!(pod = %pod.name_any(), error = %e,
-                            "replicaset controller: could not adopt pod");
-                        failed += 1;
-                    }
-                },
-                Claim::Release => {
-                    if let Err(e) = self.set_owners(&pod, released(&pod.metadata, uid)).await {
-                        tracing::debug!(pod = %pod.name_any(), error = %e,
-                            "replicaset controller: could not release pod");
-                        failed += 1;
-                    }
-                }
-            }
-        }
-        Ok((owned, failed))
-    }
-
-    /// Replaces a pod's ownerReferences, only if the pod did not change since it was listed.
-    async fn set_owners(&self, pod: &Pod, owners: Vec<OwnerReference>) -> Result<Pod, SyncError> {
-        let patch = guarded_owners_patch(&pod.metadata, owners);
-        let patch: json_patch::Patch = serde_json::from_value(patch).map_err(SyncError::Patch)?;
-        let name = pod.name_any();
-        let patched = self
-            .pods()
-            .patch(&name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await?;
-        Ok(patched)
+        let matches = |pod: &Pod| selector.matches_map(pod.labels());
+        Ok(podutil::claim_objects(&self.pods(), pods, &controller_ref(rs), matches).await)
     }
 
     /// Creates or deletes pods until `wanted` are active.
@@ -202,24 +157,10 @@ impl Sync<'_> {
     }
 
     async fn delete(&self, pod: &Pod) -> Result<(), SyncError> {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        let name = pod.name_any();
-        match self.pods().delete(&name, &params).await {
-            Ok(_) => {
-                tracing::debug!(replicaset = %self.name, pod = %name,
-                    "replicaset controller: deleted pod");
-                Ok(())
-            }
-            // Gone already, or replaced by another pod of the same name.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        podutil::delete_pod(&self.pods(), pod).await?;
+        tracing::debug!(replicaset = %self.name, pod = %pod.name_any(),
+            "replicaset controller: deleted pod");
+        Ok(())
     }
 
     /// Writes the status computed from `active` if it differs from the current one.
@@ -243,33 +184,18 @@ impl Sync<'_> {
     }
 }
 
-/// The controller reference a ReplicaSet puts on its pods.
-fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
-    podutil::controller_ref("apps/v1", "ReplicaSet", &rs.metadata)
-}
-
-/// A new pod for a ReplicaSet, as upstream's `GetPodFromTemplate` builds it.
+/// A new pod for a ReplicaSet (`generateName: <rs>-`).
 fn pod_from_template(rs: &ReplicaSet) -> Pod {
     let template = rs
         .spec
         .as_ref()
         .and_then(|s| s.template.clone())
         .unwrap_or_default();
-    let template_meta = template.metadata.unwrap_or_default();
     let name = rs.metadata.name.clone().unwrap_or_default();
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}-")),
-            namespace: rs.metadata.namespace.clone(),
-            labels: template_meta.labels,
-            annotations: template_meta.annotations,
-            finalizers: template_meta.finalizers,
-            owner_references: Some(vec![controller_ref(rs)]),
-            ..ObjectMeta::default()
-        },
-        spec: template.spec,
-        status: None,
-    }
+    let mut pod =
+        podutil::pod_from_template(&template, rs.metadata.namespace.clone(), controller_ref(rs));
+    pod.metadata.generate_name = Some(format!("{name}-"));
+    pod
 }
 
 /// Upstream's `calculateStatus`; conditions are kept as they are.
@@ -307,15 +233,6 @@ fn has_labels(pod: &Pod, wanted: &BTreeMap<String, String>) -> bool {
     wanted
         .iter()
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-}
-
-fn to_i32(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// Upstream's status fields are `omitempty`: zero is not written.
-fn omit_zero(n: usize) -> Option<i32> {
-    (n > 0).then(|| to_i32(n))
 }
 
 /// Upstream's `ActivePodsWithRanks` order: pods earlier in it are deleted first.
@@ -364,7 +281,7 @@ mod tests {
     use crate::controllers::podutil::controller_of;
     use k8s_openapi::api::apps::v1::ReplicaSetSpec;
     use k8s_openapi::api::core::v1::{PodCondition, PodSpec, PodStatus, PodTemplateSpec};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as Sel, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector as Sel, ObjectMeta, Time};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -401,13 +318,12 @@ mod tests {
         }
     }
 
-    fn pod(name: &str, pairs: &[(&str, &str)], owner: Option<OwnerReference>) -> Pod {
+    fn pod(name: &str, pairs: &[(&str, &str)]) -> Pod {
         Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 uid: Some(format!("{name}-uid")),
                 labels: Some(labels(pairs)),
-                owner_references: owner.map(|o| vec![o]),
                 ..ObjectMeta::default()
             },
             ..Pod::default()
@@ -432,53 +348,6 @@ mod tests {
         pod
     }
 
-    fn selector() -> LabelSelector {
-        let rs = rs();
-        let value = serde_json::to_value(rs.spec.unwrap().selector).unwrap();
-        LabelSelector::from_object(Some(&value)).unwrap()
-    }
-
-    fn claim(pod: &Pod, uid: &str, selector: &LabelSelector) -> Claim {
-        podutil::claim(&pod.metadata, uid, selector)
-    }
-
-    #[test]
-    fn claims_follow_upstream() {
-        let mine = controller_ref(&rs());
-        let other = OwnerReference {
-            uid: "other".into(),
-            ..mine.clone()
-        };
-        let sel = selector();
-        let web = [("app", "web")];
-        assert_eq!(
-            claim(&pod("a", &web, Some(mine.clone())), "rs-uid", &sel),
-            Claim::Owned
-        );
-        assert_eq!(claim(&pod("b", &web, None), "rs-uid", &sel), Claim::Adopt);
-        assert_eq!(
-            claim(&pod("c", &[("app", "db")], Some(mine)), "rs-uid", &sel),
-            Claim::Release
-        );
-        assert_eq!(
-            claim(&pod("d", &web, Some(other)), "rs-uid", &sel),
-            Claim::Ignore
-        );
-        assert_eq!(
-            claim(&pod("e", &[("app", "db")], None), "rs-uid", &sel),
-            Claim::Ignore
-        );
-        let non_controller = OwnerReference {
-            controller: None,
-            uid: "x".into(),
-            ..controller_ref(&rs())
-        };
-        assert_eq!(
-            claim(&pod("f", &web, Some(non_controller)), "rs-uid", &sel),
-            Claim::Adopt
-        );
-    }
-
     #[test]
     fn template_pods_are_controlled_and_generated() {
         let pod = pod_from_template(&rs());
@@ -494,45 +363,13 @@ mod tests {
     }
 
     #[test]
-    fn release_drops_only_this_owner() {
-        let keep = OwnerReference {
-            uid: "keep".into(),
-            controller: None,
-            ..controller_ref(&rs())
-        };
-        let mut p = pod("a", &[], Some(keep));
-        p.metadata
-            .owner_references
-            .as_mut()
-            .unwrap()
-            .push(controller_ref(&rs()));
-        let owners = released(&p.metadata, "rs-uid");
-        assert_eq!(owners.len(), 1);
-        assert_eq!(owners[0].uid, "keep");
-        let patch = guarded_owners_patch(&pod("b", &[], None).metadata, vec![]);
-        assert_eq!(patch[2]["op"], "remove");
-        assert_eq!(patch[0]["value"], "b-uid");
-    }
-
-    #[test]
-    fn terminal_and_deleting_pods_are_inactive() {
-        let mut p = pod("a", &[], None);
-        assert!(is_active(&p));
-        p.status = Some(PodStatus {
-            phase: Some("Failed".into()),
-            ..PodStatus::default()
-        });
-        assert!(!is_active(&p));
-    }
-
-    #[test]
     fn unready_and_newer_pods_are_deleted_first() {
         let now = jiff::Timestamp::now();
-        let old = ready(pod("old", &[], None), now);
-        let unready = pod("unready", &[], None);
-        let mut costly = ready(pod("costly", &[], None), now);
+        let old = ready(pod("old", &[]), now);
+        let unready = pod("unready", &[]);
+        let mut costly = ready(pod("costly", &[]), now);
         costly.metadata.annotations = Some(labels(&[(DELETION_COST, "100")]));
-        let mut newer = ready(pod("newer", &[], None), now);
+        let mut newer = ready(pod("newer", &[]), now);
         newer.metadata.creation_timestamp = Some(Time(now));
         let mut pods = [&costly, &old, &newer, &unready];
         pods.sort_by_cached_key(|p| deletion_rank(p));
@@ -546,9 +383,9 @@ mod tests {
         let long_ago = now - jiff::SignedDuration::from_secs(60);
         let full = [("app", "web"), ("tier", "front")];
         let pods = [
-            ready(pod("a", &full, None), long_ago),
-            ready(pod("b", &[("app", "web")], None), now),
-            pod("c", &full, None),
+            ready(pod("a", &full), long_ago),
+            ready(pod("b", &[("app", "web")]), now),
+            pod("c", &full),
         ];
         let min_ready = Duration::from_secs(10);
         let status = compute_status(&rs(), &ReplicaSetStatus::default(), &pods, min_ready, now);

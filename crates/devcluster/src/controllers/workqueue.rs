@@ -36,7 +36,6 @@ pub(crate) enum Target {
     /// Every primary in this namespace (e.g. a pod any selector may match).
     Namespace(String),
     /// Every primary (e.g. a Node, for DaemonSets).
-    #[allow(dead_code)]
     All,
 }
 
