@@ -72,6 +72,11 @@ fn main() -> anyhow::Result<()> {
             eprintln!("xtask: installing the Python test client (once, into target/tools)");
             let python = testkit::tools::python().context("installing the Python client")?;
             eprintln!("xtask: {}", python.display());
+            eprintln!(
+                "xtask: installing the tansu Kafka broker (once, into target/tools; a first build takes minutes)"
+            );
+            let tansu = testkit::tools::tansu().context("installing tansu")?;
+            eprintln!("xtask: {}", tansu.display());
             let status = cargo()
                 .current_dir(&root)
                 .args(["test", "--workspace", "--locked"])

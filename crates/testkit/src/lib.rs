@@ -3,9 +3,11 @@
 //! - [`tools`]: installs the external programs tests drive (a Python virtualenv with the
 //!   `kubernetes` client, ...) into `target/tools`, once, under a file lock, so parallel test
 //!   binaries and CI share one installation.
+//! - [`kafka::Broker`]: a real Kafka-compatible broker (tansu) to start, stop and restart.
 //! - [`kubectl::Kubectl`]: the real kubectl, run without blocking the test's runtime.
 //! - [`eventually`]: waits for a condition with a deadline (tests never sleep and hope).
 
+pub mod kafka;
 pub mod kubectl;
 pub mod tools;
 

@@ -20,8 +20,12 @@ pub enum ToolError {
     Io(#[from] std::io::Error),
 }
 
-/// The Python packages the tests use, pinned.
-pub const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2"];
+/// The Python packages the tests use, pinned: the Kubernetes client, and librdkafka's
+/// Python binding as a Kafka client nobody here wrote.
+pub const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "confluent-kafka==2.16.1"];
+
+/// The Kafka-compatible broker the tests run, pinned.
+pub const TANSU_VERSION: &str = "0.6.0";
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
@@ -96,6 +100,30 @@ pub fn python() -> Result<PathBuf, ToolError> {
         )?;
         std::fs::write(&stamp, wanted)?;
         Ok(python)
+    })
+}
+
+/// The `tansu` broker binary, built with `cargo install` into the tools directory once (CI
+/// caches the tools directory, so it is built once per cache).
+pub fn tansu() -> Result<PathBuf, ToolError> {
+    locked("tansu", || {
+        let root = tools_dir().join(format!("tansu-{TANSU_VERSION}"));
+        let binary = root.join("bin").join("tansu");
+        if binary.is_file() {
+            return Ok(binary);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run(
+            "cargo install tansu",
+            Command::new(cargo)
+                .args(["install", "tansu", "--locked", "--features", "dynostore"])
+                .args(["--version", TANSU_VERSION])
+                .arg("--root")
+                .arg(&root)
+                // Build in cargo's temporary directory, not the caller's target directory.
+                .env_remove("CARGO_TARGET_DIR"),
+        )?;
+        Ok(binary)
     })
 }
 

@@ -1,0 +1,493 @@
+//! The client side: follow the notification topic and report each location change once.
+//!
+//! rskafka has no consumer groups, so every partition is read directly: one task per
+//! partition fetches records and hands them to one [`Tracker`], which drops duplicates by
+//! CloudEvents id (an operator that crashed after publishing re-publishes the same id), keeps
+//! the current location of each application, and reports a [`Change`] only when it differs.
+//!
+//! Broker restarts are survived: a failed fetch backs off and reconnects; when the broker lost
+//! its log (the offset is past the end, or out of range) reading restarts from the earliest
+//! offset, and the tracker's memory of ids keeps that from reporting anything twice.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::client::error::{Error as RsError, ProtocolError};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{EventKind, Notification};
+use crate::kafka::{self, Connection, KafkaError};
+use crate::resource::Location;
+
+/// How many event ids the tracker remembers for duplicate detection.
+pub const REMEMBERED_IDS: usize = 100_000;
+/// How long a fetch waits on the broker for new records.
+const FETCH_WAIT_MS: i32 = 250;
+/// Upper bound of one fetch.
+const FETCH_MAX_BYTES: i32 = 4 * 1024 * 1024;
+/// How often the partitions of the topic are looked up again (new partitions, lost topic).
+const PARTITION_REFRESH: Duration = Duration::from_secs(5);
+/// Backoff bounds after a failed fetch or connection.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Where reading starts in partitions present at startup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartAt {
+    /// Only changes published from now on.
+    Latest,
+    /// Everything the topic still holds (the current location of every application).
+    Earliest,
+}
+
+/// A location change of one application, reported once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// The application.
+    pub app_id: String,
+    /// What happened.
+    pub event: EventKind,
+    /// Where it is now; `None` once removed.
+    pub location: Option<Location>,
+    /// Where this client last knew it, if anywhere.
+    pub previous: Option<Location>,
+    /// The CloudEvents id.
+    pub event_id: String,
+    /// The partition of the record.
+    pub partition: i32,
+    /// The offset of the record.
+    pub offset: i64,
+    /// The event time (RFC 3339).
+    pub time: String,
+}
+
+/// Duplicate detection and the current location of each application.
+#[derive(Debug)]
+pub struct Tracker {
+    app_filter: Option<String>,
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+    current: HashMap<String, Location>,
+}
+
+impl Tracker {
+    /// A tracker for one application (`Some(app_id)`) or all, remembering `capacity` ids.
+    pub fn new(app_filter: Option<String>, capacity: usize) -> Self {
+        Tracker {
+            app_filter,
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            current: HashMap::new(),
+        }
+    }
+
+    /// Where `app_id` is, as far as this client knows.
+    pub fn location(&self, app_id: &str) -> Option<&Location> {
+        self.current.get(app_id)
+    }
+
+    /// Takes in one notification; returns the change it makes, if any.
+    pub fn observe(&mut self, n: &Notification, partition: i32, offset: i64) -> Option<Change> {
+        if self
+            .app_filter
+            .as_deref()
+            .is_some_and(|app| app != n.payload.app_id)
+        {
+            return None;
+        }
+        if !self.remember(&n.id) {
+            return None;
+        }
+        let app = n.payload.app_id.clone();
+        let location = n.payload.location();
+        let previous = match &location {
+            Some(new) => self.current.insert(app.clone(), new.clone()),
+            None => self.current.remove(&app),
+        };
+        if previous == location {
+            // Announced again under a new id (e.g. after an operator restart with a reset
+            // status): nothing changed for this client.
+            return None;
+        }
+        Some(Change {
+            app_id: app,
+            event: n.kind,
+            location,
+            previous,
+            event_id: n.id.clone(),
+            partition,
+            offset,
+            time: n.time.to_string(),
+        })
+    }
+
+    /// Records an id; false if it was seen before.
+    fn remember(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.ids.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+}
+
+/// What to follow.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The topic.
+    pub topic: String,
+    /// One application, or all.
+    pub app_id: Option<String>,
+    /// Where to start in partitions that exist at startup (later ones are read from the
+    /// start).
+    pub start: StartAt,
+}
+
+/// One record for the tracker.
+struct Fetched {
+    partition: i32,
+    offset: i64,
+    notification: Notification,
+}
+
+/// Follows the topic until `shutdown` is cancelled, calling `on_change` for every change in
+/// the order the records of each application were written. Never returns an error: Kafka
+/// trouble is logged and retried.
+pub async fn follow<F, Fut>(
+    connection: Connection,
+    config: Config,
+    shutdown: CancellationToken,
+    mut on_change: F,
+) where
+    F: FnMut(Change) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let connection = Arc::new(connection);
+    let (tx, mut rx) = mpsc::channel::<Fetched>(1024);
+    let mut tracker = Tracker::new(config.app_id.clone(), REMEMBERED_IDS);
+    let discovery = tokio::spawn(discover(
+        connection.clone(),
+        config.clone(),
+        tx,
+        shutdown.clone(),
+    ));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            fetched = rx.recv() => match fetched {
+                Some(f) => {
+                    if let Some(change) = tracker.observe(&f.notification, f.partition, f.offset) {
+                        on_change(change).await;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    shutdown.cancel();
+    let _ = discovery.await;
+}
+
+/// Finds the topic's partitions and keeps one reader per partition.
+async fn discover(
+    connection: Arc<Connection>,
+    config: Config,
+    tx: mpsc::Sender<Fetched>,
+    shutdown: CancellationToken,
+) {
+    let mut readers: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut first_look = true;
+    let mut retry = RETRY_MIN;
+    loop {
+        match partition_count(&connection, &config.topic).await {
+            Ok(Some(count)) => {
+                for partition in 0..count {
+                    if readers.contains_key(&partition) {
+                        continue;
+                    }
+                    // Partitions that appear later were created after we started: all of
+                    // their records are new to us.
+                    let start = if first_look {
+                        config.start
+                    } else {
+                        StartAt::Earliest
+                    };
+                    let reader = Reader {
+                        connection: connection.clone(),
+                        topic: config.topic.clone(),
+                        partition,
+                        tx: tx.clone(),
+                        shutdown: shutdown.clone(),
+                    };
+                    readers.insert(partition, tokio::spawn(reader.run(start)));
+                }
+                first_look = false;
+                retry = RETRY_MIN;
+            }
+            Ok(None) => {
+                tracing::debug!(topic = %config.topic, "topic does not exist yet");
+                // Whatever is published first is new to us.
+                first_look = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the topic's partitions; retrying");
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+        let wait = if readers.is_empty() {
+            retry.min(Duration::from_secs(1))
+        } else {
+            PARTITION_REFRESH
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    for (_, reader) in readers {
+        let _ = reader.await;
+    }
+}
+
+async fn partition_count(connection: &Connection, topic: &str) -> Result<Option<i32>, KafkaError> {
+    let client = connection.connect().await?;
+    kafka::topic_partitions(&client, topic).await
+}
+
+/// Reads one partition forever.
+struct Reader {
+    connection: Arc<Connection>,
+    topic: String,
+    partition: i32,
+    tx: mpsc::Sender<Fetched>,
+    shutdown: CancellationToken,
+}
+
+impl Reader {
+    async fn run(self, start: StartAt) {
+        let mut client: Option<PartitionClient> = None;
+        let mut offset: Option<i64> = None;
+        let mut retry = RETRY_MIN;
+        while !self.shutdown.is_cancelled() {
+            match self.step(&mut client, &mut offset, start).await {
+                Ok(()) => retry = RETRY_MIN,
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
+                        "reading failed; reconnecting");
+                    client = None;
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One fetch (connecting and positioning first when needed).
+    async fn step(
+        &self,
+        client: &mut Option<PartitionClient>,
+        offset: &mut Option<i64>,
+        start: StartAt,
+    ) -> Result<(), KafkaError> {
+        if client.is_none() {
+            let c = self.connection.connect().await?;
+            *client = Some(
+                c.partition_client(
+                    self.topic.clone(),
+                    self.partition,
+                    UnknownTopicHandling::Error,
+                )
+                .await?,
+            );
+        }
+        let Some(pc) = client.as_ref() else {
+            return Ok(());
+        };
+        let position = match *offset {
+            Some(o) => o,
+            None => {
+                let at = match start {
+                    StartAt::Earliest => OffsetAt::Earliest,
+                    StartAt::Latest => OffsetAt::Latest,
+                };
+                let o = pc.get_offset(at).await?;
+                *offset = Some(o);
+                o
+            }
+        };
+        let fetched = tokio::select! {
+            _ = self.shutdown.cancelled() => return Ok(()),
+            r = pc.fetch_records(position, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS) => r,
+        };
+        match fetched {
+            Ok((records, high_watermark)) => {
+                if records.is_empty() && position > high_watermark {
+                    // The log restarted below our position: the broker lost it.
+                    tracing::warn!(topic = %self.topic, partition = self.partition, position,
+                        high_watermark, "the partition restarted; reading it from the start");
+                    *offset = Some(pc.get_offset(OffsetAt::Earliest).await?);
+                }
+                for r in records {
+                    *offset = Some(r.offset + 1);
+                    match Notification::from_record(&r.record) {
+                        Ok(notification) => {
+                            let fetched = Fetched {
+                                partition: self.partition,
+                                offset: r.offset,
+                                notification,
+                            };
+                            if self.tx.send(fetched).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        Err(e) => tracing::debug!(partition = self.partition,
+                            offset = r.offset, error = %e, "skipping a record that is not a notification"),
+                    }
+                }
+                Ok(())
+            }
+            Err(RsError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            }) => {
+                let earliest = pc.get_offset(OffsetAt::Earliest).await?;
+                tracing::warn!(topic = %self.topic, partition = self.partition, position,
+                    earliest, "offset out of range; reading from the earliest offset");
+                *offset = Some(earliest);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Payload;
+    use crate::resource::{Endpoint, Protocol};
+
+    fn n(id: &str, app: &str, kind: EventKind, node: Option<&str>) -> Notification {
+        Notification {
+            id: id.into(),
+            source: "s".into(),
+            kind,
+            time: jiff::Timestamp::UNIX_EPOCH,
+            payload: Payload {
+                app_id: app.into(),
+                namespace: "edge".into(),
+                name: app.into(),
+                edge_node_id: node.map(Into::into),
+                endpoint: node.map(|n| Endpoint {
+                    host: format!("{n}.example"),
+                    port: 2000,
+                    protocol: Protocol::Tcp,
+                }),
+                previous: None,
+                generation: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn duplicates_are_reported_once() {
+        let mut t = Tracker::new(None, 10);
+        let placed = n("u.1.placed", "carla", EventKind::Placed, Some("a"));
+        let first = t.observe(&placed, 0, 0).expect("a change");
+        assert_eq!(first.location.unwrap().edge_node_id, "a");
+        assert_eq!(first.previous, None);
+        assert_eq!(t.observe(&placed, 0, 1), None, "same id again");
+        let moved = n("u.2.migrated", "carla", EventKind::Migrated, Some("b"));
+        let change = t.observe(&moved, 0, 2).expect("a change");
+        assert_eq!(change.previous.unwrap().edge_node_id, "a");
+        assert_eq!(t.location("carla").unwrap().edge_node_id, "b");
+    }
+
+    #[test]
+    fn a_new_id_for_a_known_location_is_no_change() {
+        let mut t = Tracker::new(None, 10);
+        t.observe(
+            &n("u.1.placed", "carla", EventKind::Placed, Some("a")),
+            0,
+            0,
+        );
+        assert_eq!(
+            t.observe(
+                &n("v.1.placed", "carla", EventKind::Placed, Some("a")),
+                0,
+                1
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn removal_forgets_the_location() {
+        let mut t = Tracker::new(None, 10);
+        t.observe(
+            &n("u.1.placed", "carla", EventKind::Placed, Some("a")),
+            0,
+            0,
+        );
+        let change = t
+            .observe(&n("u.removed", "carla", EventKind::Removed, None), 0, 1)
+            .expect("a change");
+        assert_eq!(change.location, None);
+        assert!(t.location("carla").is_none());
+    }
+
+    #[test]
+    fn the_filter_keeps_one_application() {
+        let mut t = Tracker::new(Some("carla".into()), 10);
+        assert_eq!(
+            t.observe(
+                &n("x.1.placed", "other", EventKind::Placed, Some("a")),
+                0,
+                0
+            ),
+            None
+        );
+        assert!(
+            t.observe(
+                &n("u.1.placed", "carla", EventKind::Placed, Some("a")),
+                0,
+                1
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn memory_of_ids_is_bounded() {
+        let mut t = Tracker::new(None, 2);
+        for (i, node) in ["a", "b", "c"].iter().enumerate() {
+            let id = format!("u.{i}.migrated");
+            t.observe(
+                &n(&id, "carla", EventKind::Migrated, Some(node)),
+                0,
+                i as i64,
+            );
+        }
+        assert_eq!(t.ids.len(), 2);
+        assert!(
+            !t.ids.contains("u.0.migrated"),
+            "the oldest id was forgotten"
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! kafkanotify: tells edge clients where their application server went.
+//!
+//! An [`EdgeApplication`](resource::EdgeApplication) records which edge node hosts an
+//! application and its endpoint. When the orchestrator migrates the server and updates the
+//! resource, the operator publishes a CloudEvents notification to a Kafka topic and records the
+//! broker's acknowledgement in the resource's status (the outbox); the client
+//! ([`follow`]) reads the topic and reports each location change once.
+//!
+//! - [`resource`]: the custom resource.
+//! - [`event`]: which notification a change calls for, and its wire format.
+//! - [`partitioner`]: the Java client's murmur2 partitioner.
+//! - [`kafka`]: connection settings (TLS, SASL) and the acknowledged publisher.
+//! - [`reconcile`]: the reconciler.
+//! - [`operator`]: wiring the reconciler into operator-core.
+//! - [`follow`]: the client library.
+
+pub mod event;
+pub mod follow;
+pub mod kafka;
+pub mod metrics;
+pub mod operator;
+pub mod partitioner;
+pub mod reconcile;
+pub mod resource;

@@ -1,0 +1,87 @@
+//! The operator process: flags, and the reconcile loop on operator-core.
+
+use std::sync::Arc;
+
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::watcher;
+use operator_core::{Runtime, Settings};
+
+use crate::kafka::{KafkaArgs, Publisher, TopicLayout};
+use crate::metrics::PublishMetrics;
+use crate::reconcile::{self, AfterPublish, Context};
+use crate::resource::EdgeApplication;
+
+/// The operator's own flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyArgs {
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic of EdgeApplications without `spec.topic`.
+    #[arg(
+        long,
+        env = "KAFKANOTIFY_TOPIC",
+        default_value = "carla-server-migration"
+    )]
+    pub topic: String,
+    /// Partitions of a topic the operator creates because it is missing.
+    #[arg(long, env = "KAFKANOTIFY_TOPIC_PARTITIONS", default_value_t = 3,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub topic_partitions: i32,
+    /// Replication factor of a topic the operator creates.
+    #[arg(long, env = "KAFKANOTIFY_TOPIC_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(i16).range(1..))]
+    pub topic_replication_factor: i16,
+}
+
+/// Why the operator cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Kafka flags do not work.
+    #[error(transparent)]
+    Config(#[from] crate::kafka::ConfigError),
+    /// The metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Builds the reconciler's context from the flags.
+pub fn context(
+    runtime: Arc<Runtime>,
+    args: &NotifyArgs,
+    after_publish: Option<AfterPublish>,
+) -> Result<Arc<Context>, StartError> {
+    let connection = args.kafka.connection()?;
+    let layout = TopicLayout {
+        partitions: args.topic_partitions,
+        replication_factor: args.topic_replication_factor,
+    };
+    let metrics = PublishMetrics::register(runtime.metrics.registry())?;
+    Ok(Arc::new(Context {
+        runtime,
+        publisher: Publisher::new(connection, layout),
+        default_topic: args.topic.clone(),
+        metrics,
+        after_publish,
+    }))
+}
+
+/// Runs the reconcile loop until the runtime shuts down; `namespace` limits the watch.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, settings: Settings) {
+    let client = ctx.runtime.client.clone();
+    let api: Api<DeserializeGuard<EdgeApplication>> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    operator_core::run(
+        ctx.runtime.clone(),
+        api,
+        watcher::Config::default(),
+        |controller| controller,
+        reconcile::reconcile,
+        ctx,
+        settings,
+    )
+    .await;
+}

@@ -1,0 +1,166 @@
+//! Fixtures of the kafkanotify tests: devcluster with the CRD, a tansu broker, the operator
+//! in-process, and readers of the topic.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use devcluster::controllers::ControllerOptions;
+use devcluster::{DevCluster, Options};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kafkanotify::event::Notification;
+use kafkanotify::kafka::{Connection, KafkaArgs};
+use kafkanotify::operator::{self, NotifyArgs};
+use kafkanotify::reconcile::{AfterPublish, OPERATOR};
+use kafkanotify::resource::EdgeApplication;
+use kube::api::{Api, PostParams};
+use kube::{Client, CustomResourceExt};
+use operator_core::backoff::Policy;
+use operator_core::{Runtime, Settings};
+use rskafka::client::partition::UnknownTopicHandling;
+use rskafka::record::RecordAndOffset;
+use serde_json::json;
+use testkit::kafka::Broker;
+use tokio::task::JoinHandle;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+pub const NS: &str = "default";
+pub const TOPIC: &str = "carla-server-migration";
+
+/// devcluster (API server only) with the EdgeApplication CRD established.
+pub async fn cluster() -> DevCluster {
+    let cluster = DevCluster::start(Options {
+        controllers: ControllerOptions::none(),
+        ..Options::default()
+    })
+    .await
+    .expect("devcluster starts");
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    crds.create(&PostParams::default(), &EdgeApplication::crd())
+        .await
+        .expect("CRD created");
+    kube::runtime::wait::await_condition(
+        crds,
+        "edgeapplications.kafkanotify.kubecrew.io",
+        kube::runtime::wait::conditions::is_crd_established(),
+    )
+    .await
+    .expect("CRD established");
+    cluster
+}
+
+pub async fn broker() -> Broker {
+    Broker::start().await.expect("tansu starts")
+}
+
+pub fn kafka_args(broker: &Broker) -> KafkaArgs {
+    KafkaArgs {
+        brokers: vec![broker.bootstrap()],
+        client_id: "kafkanotify-test".into(),
+        tls: false,
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+        sasl_mechanism: None,
+        sasl_username: None,
+        sasl_password_file: None,
+        sasl_password_env: None,
+        timeout: Duration::from_secs(2),
+    }
+}
+
+pub fn connection(broker: &Broker) -> Connection {
+    kafka_args(broker).connection().expect("valid connection")
+}
+
+/// An operator running in this process.
+pub struct Operator {
+    pub runtime: Arc<Runtime>,
+    task: JoinHandle<()>,
+}
+
+impl Operator {
+    pub async fn start(
+        client: Client,
+        broker: &Broker,
+        after_publish: Option<AfterPublish>,
+    ) -> Self {
+        let runtime = Arc::new(Runtime::new(client, OPERATOR));
+        let args = NotifyArgs {
+            kafka: kafka_args(broker),
+            topic: TOPIC.into(),
+            topic_partitions: 3,
+            topic_replication_factor: 1,
+        };
+        let ctx = operator::context(runtime.clone(), &args, after_publish).expect("context");
+        let settings = Settings {
+            concurrency: 4,
+            requeue_after: Duration::from_secs(300),
+            backoff: Policy {
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(2),
+                factor: 2.0,
+                jitter: 0.0,
+            },
+        };
+        let task = tokio::spawn(async move { operator::run(ctx, None, settings).await });
+        Operator { runtime, task }
+    }
+
+    /// Stops the operator and waits for its loop to end.
+    pub async fn stop(self) {
+        self.runtime.shutdown.cancel();
+        let _ = tokio::time::timeout(TIMEOUT, self.task).await;
+    }
+
+    pub fn metrics(&self) -> String {
+        self.runtime.metrics.render()
+    }
+}
+
+pub fn app(name: &str, node: &str, host: &str) -> EdgeApplication {
+    serde_json::from_value(json!({
+        "apiVersion": "kafkanotify.kubecrew.io/v1alpha1",
+        "kind": "EdgeApplication",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"edgeNodeId": node, "endpoint": {"host": host, "port": 2000}}
+    }))
+    .expect("valid EdgeApplication")
+}
+
+/// Reads the records of one partition from `offset`, up to `count`.
+pub async fn records(
+    broker: &Broker,
+    partition: i32,
+    offset: i64,
+    count: usize,
+) -> Vec<RecordAndOffset> {
+    let client = connection(broker).connect().await.expect("connects");
+    let pc = client
+        .partition_client(TOPIC, partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client");
+    let mut out = Vec::new();
+    let mut next = offset;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while out.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {count} records arrived in partition {partition}",
+            out.len()
+        );
+        // The fetch itself waits (up to 200 ms) for records to arrive.
+        if let Ok((records, _)) = pc.fetch_records(next, 1..1_000_000, 200).await {
+            for r in records {
+                next = r.offset + 1;
+                out.push(r);
+            }
+        }
+    }
+    out.truncate(count);
+    out
+}
+
+pub fn decode(record: &RecordAndOffset) -> Notification {
+    Notification::from_record(&record.record).expect("a notification")
+}
