@@ -74,7 +74,7 @@ pub struct KafkaArgs {
     #[arg(skip = std::env::var("KAFKA_SASL_PASSWORD").ok())]
     pub sasl_password_env: Option<String>,
     /// How long one publish (connect, metadata, produce, acknowledgement) may take.
-    #[arg(long = "kafka-timeout", env = "KAFKA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "kafka-timeout", env = "KAFKA_TIMEOUT", default_value = "10s", value_parser = operator_core::duration::parse)]
     pub timeout: Duration,
 }
 
@@ -89,25 +89,6 @@ pub enum SaslMechanism {
     /// SCRAM-SHA-512.
     #[value(name = "scram-sha-512")]
     ScramSha512,
-}
-
-/// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 500ms, 10s, 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("invalid duration unit in {text:?}: use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 /// Why the Kafka configuration cannot work.
@@ -509,16 +490,6 @@ mod tests {
         let mut all = vec!["test"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).map(|c| c.kafka)
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("10h").is_err());
-        assert!(parse_duration("fast").is_err());
     }
 
     #[test]

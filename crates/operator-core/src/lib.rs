@@ -10,7 +10,8 @@
 //! - [`events`]: events.k8s.io/v1 Events.
 //! - [`admin`] and [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`leader`]: leader election on a coordination.k8s.io/v1 Lease.
-//! - [`cli`] and [`crd`]: the common command line and CRD printing.
+//! - [`cli`] and [`crd`]: the common command line and CRD printing; [`duration`]: `10s`-style
+//!   durations.
 
 pub mod admin;
 pub mod apply;
@@ -18,6 +19,7 @@ pub mod backoff;
 pub mod cli;
 pub mod conditions;
 pub mod crd;
+pub mod duration;
 pub mod events;
 pub mod finalizer;
 pub mod launch;
