@@ -4,8 +4,6 @@
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
-use operator_core::Settings;
-use operator_core::backoff::Policy;
 use operator_core::cli::CommonArgs;
 
 use appconfig_restarter::reconcile::OPERATOR;
@@ -37,11 +35,7 @@ async fn main() -> anyhow::Result<()> {
     operator_core::cli::init_tracing(cli.common.log_format, &cli.common.log_level)
         .map_err(anyhow::Error::msg)?;
     let launched = operator_core::launch(OPERATOR, &cli.common).await?;
-    let settings = Settings {
-        concurrency: cli.common.concurrency,
-        requeue_after: cli.common.requeue_after(),
-        backoff: Policy::default(),
-    };
+    let settings = cli.common.settings();
     appconfig_restarter::operator::run(
         launched.runtime.clone(),
         cli.common.namespace.as_deref(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ApiResource};
+use kube::api::Api;
 use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -290,7 +290,7 @@ fn conditions_for(plan: &Plan, listed: &BTreeSet<ConfigRef>) -> Vec<Desired> {
     }
 }
 
-/// Writes the whole status (server-side apply) when it changed.
+/// Writes the status when it changed.
 async fn write_status(
     app: &AppConfig,
     ctx: &Context,
@@ -298,26 +298,14 @@ async fn write_status(
     desired: impl IntoIterator<Item = Desired>,
 ) -> Result<(), kube::Error> {
     let current = app.status.clone().unwrap_or_default();
-    let generation = app.meta().generation;
     status.conditions = current.conditions.clone();
-    let changed = conditions::set_all(
-        &mut status.conditions,
-        desired,
-        generation,
-        jiff::Timestamp::now(),
-    );
-    status.observed_generation = generation;
-    if !changed && status == current {
-        return Ok(());
-    }
-    let value = serde_json::to_value(&status).unwrap_or_default();
-    operator_core::status::apply(
+    operator_core::status::update(
         &ctx.runtime.client,
-        &ApiResource::erase::<AppConfig>(&()),
-        app.namespace().as_deref(),
-        &app.name_any(),
+        app,
         OPERATOR,
-        value,
+        &current,
+        status,
+        desired,
     )
     .await
 }

@@ -226,6 +226,16 @@ impl AppConfig {
     }
 }
 
+impl operator_core::status::ConditionedStatus for AppConfigStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
-use operator_core::Settings;
-use operator_core::backoff::Policy;
 use operator_core::cli::CommonArgs;
 
 use collector::reconcile::OPERATOR;
@@ -47,11 +45,7 @@ async fn main() -> anyhow::Result<()> {
         None => Default::default(),
     };
     let launched = operator_core::launch(OPERATOR, &cli.common).await?;
-    let settings = Settings {
-        concurrency: cli.common.concurrency,
-        requeue_after: cli.common.requeue_after(),
-        backoff: Policy::default(),
-    };
+    let settings = cli.common.settings();
     collector::operator::run(launched.runtime.clone(), overlays, settings).await;
     launched.finish().await;
     Ok(())

@@ -309,37 +309,15 @@ async fn uninstall(c: &Collector, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Writes the whole status (server-side apply) when it changed.
+/// Writes the status when it changed from the (possibly older) watched copy.
 async fn write_status(
     c: &Collector,
     ctx: &Context,
-    mut status: CollectorStatus,
+    status: CollectorStatus,
     desired: impl IntoIterator<Item = Desired>,
 ) -> Result<(), kube::Error> {
-    // Compare with what the status was built on, not the (possibly older) watched copy.
     let current = c.status.clone().unwrap_or_default();
-    let unchanged_base = status.conditions == current.conditions;
-    let generation = c.meta().generation;
-    let changed = conditions::set_all(
-        &mut status.conditions,
-        desired,
-        generation,
-        jiff::Timestamp::now(),
-    );
-    status.observed_generation = generation;
-    if !changed && unchanged_base && status == current {
-        return Ok(());
-    }
-    let value = serde_json::to_value(&status).unwrap_or_default();
-    operator_core::status::apply(
-        &ctx.runtime.client,
-        &ApiResource::erase::<Collector>(&()),
-        None,
-        &c.name_any(),
-        OPERATOR,
-        value,
-    )
-    .await
+    operator_core::status::update(&ctx.runtime.client, c, OPERATOR, &current, status, desired).await
 }
 
 #[cfg(test)]

@@ -103,3 +103,13 @@ pub struct Revision {
     /// `Deployed` or the reason it failed.
     pub result: String,
 }
+
+impl operator_core::status::ConditionedStatus for CollectorStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}

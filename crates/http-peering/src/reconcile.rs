@@ -173,33 +173,21 @@ fn params() -> PatchParams {
     }
 }
 
-/// Writes the status (server-side apply) when it changed.
+/// Writes the status when it changed.
 async fn write_status(
     kch: &KindCustomHttp,
     ctx: &Context,
-    mut status: KindCustomHttpStatus,
+    status: KindCustomHttpStatus,
     desired: impl IntoIterator<Item = Desired>,
 ) -> Result<(), kube::Error> {
     let current = kch.status.clone().unwrap_or_default();
-    let generation = kch.meta().generation;
-    let changed = conditions::set_all(
-        &mut status.conditions,
-        desired,
-        generation,
-        jiff::Timestamp::now(),
-    );
-    status.observed_generation = generation;
-    if !changed && status == current {
-        return Ok(());
-    }
-    let value = serde_json::to_value(&status).unwrap_or_default();
-    operator_core::status::apply(
+    operator_core::status::update(
         &ctx.runtime.client,
-        &ApiResource::erase::<KindCustomHttp>(&()),
-        kch.namespace().as_deref(),
-        &kch.name_any(),
+        kch,
         OPERATOR,
-        value,
+        &current,
+        status,
+        desired,
     )
     .await
 }

@@ -82,3 +82,13 @@ pub struct KindCustomHttpStatus {
     #[serde(default)]
     pub inventory: Inventory,
 }
+
+impl operator_core::status::ConditionedStatus for KindCustomHttpStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}

@@ -4,8 +4,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
-use operator_core::Settings;
-use operator_core::backoff::Policy;
 use operator_core::cli::CommonArgs;
 
 use kafkanotify::operator::{self, NotifyArgs};
@@ -45,11 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let launched = operator_core::launch(OPERATOR, &cli.common).await?;
     let ctx = operator::context(launched.runtime.clone(), &cli.notify, failpoint())
         .context("invalid Kafka configuration")?;
-    let settings = Settings {
-        concurrency: cli.common.concurrency,
-        requeue_after: cli.common.requeue_after(),
-        backoff: Policy::default(),
-    };
+    let settings = cli.common.settings();
     operator::run(ctx, cli.common.namespace.as_deref(), settings).await;
     launched.finish().await;
     Ok(())

@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ApiResource};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use operator_core::conditions::{self, Desired};
@@ -276,8 +275,8 @@ fn describe(location: &Location) -> String {
     format!("{}:{}/{protocol}", e.host, e.port)
 }
 
-/// Writes the whole status (server-side apply drops fields a manager stops sending, so
-/// `notified` is always sent) when it changed.
+/// Writes the whole status with `notified` (server-side apply drops fields a manager stops
+/// sending, so `notified` is always sent) when it changed.
 async fn write_status(
     app: &EdgeApplication,
     ctx: &Context,
@@ -285,25 +284,9 @@ async fn write_status(
     desired: impl IntoIterator<Item = Desired>,
 ) -> Result<(), kube::Error> {
     let current = app.status.clone().unwrap_or_default();
-    let generation = app.meta().generation;
-    let mut conds: Vec<Condition> = current.conditions.clone();
-    let changed = conditions::set_all(&mut conds, desired, generation, jiff::Timestamp::now());
-    let status = EdgeApplicationStatus {
+    let next = EdgeApplicationStatus {
         notified,
-        conditions: conds,
-        observed_generation: generation,
+        ..current.clone()
     };
-    if !changed && status == current {
-        return Ok(());
-    }
-    let value = serde_json::to_value(&status).unwrap_or_default();
-    operator_core::status::apply(
-        &ctx.runtime.client,
-        &ApiResource::erase::<EdgeApplication>(&()),
-        app.namespace().as_deref(),
-        &app.name_any(),
-        OPERATOR,
-        value,
-    )
-    .await
+    operator_core::status::update(&ctx.runtime.client, app, OPERATOR, &current, next, desired).await
 }

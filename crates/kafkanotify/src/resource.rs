@@ -144,6 +144,16 @@ impl Notified {
     }
 }
 
+impl operator_core::status::ConditionedStatus for EdgeApplicationStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,15 @@ impl CommonArgs {
         Duration::from_secs(self.requeue_seconds.max(1))
     }
 
+    /// The reconcile loop's settings from these flags (default backoff).
+    pub fn settings(&self) -> crate::Settings {
+        crate::Settings {
+            concurrency: self.concurrency,
+            requeue_after: self.requeue_after(),
+            backoff: crate::backoff::Policy::default(),
+        }
+    }
+
     /// The namespace of the leader election Lease.
     pub fn lease_namespace(&self) -> String {
         self.lease_namespace
