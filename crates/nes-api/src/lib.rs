@@ -1,0 +1,26 @@
+//! nes-api: the shared API of nes (network configuration at runtime).
+//!
+//! An application changes its pod's network configuration (VLANs, addresses, routes) by sending a
+//! [`DesiredConfig`] to the nes-agent in the pod; the agent answers with an [`ApplyResponse`] and
+//! reports a [`Status`]. This crate holds only the wire types and pure functions (no I/O), so the
+//! agent, the manager and the CLI agree on one definition.
+//!
+//! - [`config`]: the desired configuration (the agent's input).
+//! - [`items`]: item identity ([`ItemKey`]) and per-item results.
+//! - [`status`]: the observed status, the apply response, the boot id and the error body.
+//! - [`validate`](mod@validate): [`validate()`] and [`ValidationError`].
+//! - [`plan`]: [`apply_order`] and [`diff`].
+//!
+//! See `docs/nes-api.md` for JSON examples and the validation rules.
+
+pub mod config;
+pub mod items;
+pub mod plan;
+pub mod status;
+pub mod validate;
+
+pub use config::{Address, DesiredConfig, MAIN_TABLE, Route, VlanLink};
+pub use items::{ItemKey, ItemResult, ItemState};
+pub use plan::{Diff, apply_order, diff};
+pub use status::{AddressStatus, ApiError, ApplyResponse, BootId, LinkStatus, RouteStatus, Status};
+pub use validate::{ValidationError, validate};
