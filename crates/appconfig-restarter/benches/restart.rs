@@ -17,7 +17,6 @@ use devcluster::{DevCluster, Options};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
@@ -34,15 +33,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let client = cluster.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &AppConfig::crd())
-        .await?;
-    kube::runtime::wait::await_condition(
-        crds,
-        "appconfigs.appconfig.kubecrew.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await?;
+    cluster.install_crd(&AppConfig::crd()).await?;
 
     let setup = Instant::now();
     futures::stream::iter(0..OBJECTS)

@@ -2,9 +2,9 @@
 //! Secret.
 #![recursion_limit = "256"]
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use kube::CustomResourceExt;
-use operator_core::cli::CommonArgs;
+use operator_core::cli::{Command, CommonArgs};
 
 use appconfig_restarter::reconcile::OPERATOR;
 use appconfig_restarter::resource::AppConfig;
@@ -19,22 +19,14 @@ struct Cli {
     common: CommonArgs,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the CustomResourceDefinitions as YAML.
-    Crd,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!("{}", operator_core::crd::to_yaml(&[AppConfig::crd()])?);
+    let Some(launched) =
+        operator_core::start(OPERATOR, &cli.common, cli.command, &[AppConfig::crd()]).await?
+    else {
         return Ok(());
-    }
-    operator_core::cli::init_tracing(cli.common.log_format, &cli.common.log_level)
-        .map_err(anyhow::Error::msg)?;
-    let launched = operator_core::launch(OPERATOR, &cli.common).await?;
+    };
     let settings = cli.common.settings();
     appconfig_restarter::operator::run(
         launched.runtime.clone(),

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use kube::CustomResourceExt;
-use operator_core::cli::CommonArgs;
+use operator_core::cli::{Command, CommonArgs};
 
 use collector::reconcile::OPERATOR;
 use collector::resource::Collector;
@@ -25,26 +25,18 @@ struct Cli {
     cluster_values: Option<PathBuf>,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the CustomResourceDefinitions as YAML.
-    Crd,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!("{}", operator_core::crd::to_yaml(&[Collector::crd()])?);
-        return Ok(());
-    }
-    operator_core::cli::init_tracing(cli.common.log_format, &cli.common.log_level)
-        .map_err(anyhow::Error::msg)?;
     let overlays = match &cli.cluster_values {
         Some(path) => collector::operator::load_overlays(path).context("--cluster-values")?,
         None => Default::default(),
     };
-    let launched = operator_core::launch(OPERATOR, &cli.common).await?;
+    let Some(launched) =
+        operator_core::start(OPERATOR, &cli.common, cli.command, &[Collector::crd()]).await?
+    else {
+        return Ok(());
+    };
     let settings = cli.common.settings();
     collector::operator::run(launched.runtime.clone(), overlays, settings).await;
     launched.finish().await;

@@ -26,7 +26,6 @@ async fn setup(with_service_monitors: bool) -> (DevCluster, Arc<Runtime>) {
     let cluster = DevCluster::start(devcluster::Options::default())
         .await
         .expect("devcluster starts");
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
     let mut install = vec![serde_json::to_value(Collector::crd()).expect("CRD")];
     if with_service_monitors {
         install.push(json!({
@@ -43,17 +42,7 @@ async fn setup(with_service_monitors: bool) -> (DevCluster, Arc<Runtime>) {
     }
     for crd in install {
         let crd: CustomResourceDefinition = serde_json::from_value(crd).expect("valid CRD");
-        let name = crd.metadata.name.clone().expect("name");
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-        kube::runtime::wait::await_condition(
-            crds.clone(),
-            &name,
-            kube::runtime::wait::conditions::is_crd_established(),
-        )
-        .await
-        .expect("CRD established");
+        cluster.install_crd(&crd).await.expect("CRD installed");
     }
     let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
     let rt = runtime.clone();

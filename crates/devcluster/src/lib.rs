@@ -54,6 +54,12 @@ pub enum Error {
     /// The kube client could not be built.
     #[error("kube client: {0}")]
     Client(String),
+    /// A request to the cluster failed.
+    #[error("API request: {0}")]
+    Api(#[from] kube::Error),
+    /// A CRD did not become Established in time.
+    #[error("CRD {0} did not become Established")]
+    NotEstablished(String),
 }
 
 /// How to start a cluster.
@@ -144,6 +150,27 @@ impl DevCluster {
     /// The base URL, e.g. `http://127.0.0.1:40123`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Creates a CustomResourceDefinition and waits until it is Established (served), as every
+    /// operator test does before it starts.
+    pub async fn install_crd(
+        &self,
+        crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    ) -> Result<(), Error> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let api: kube::Api<CustomResourceDefinition> = kube::Api::all(self.client());
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.create(&kube::api::PostParams::default(), crd).await?;
+        let established = kube::runtime::wait::await_condition(
+            api,
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        match tokio::time::timeout(std::time::Duration::from_secs(30), established).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::NotEstablished(name)),
+        }
     }
 
     /// The kubeconfig file pointing at this cluster.

@@ -1,9 +1,9 @@
 //! `http-peering`: runs the peer server for each KindCustomHttp.
 #![recursion_limit = "256"]
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use kube::CustomResourceExt;
-use operator_core::cli::CommonArgs;
+use operator_core::cli::{Command, CommonArgs};
 
 use http_peering::reconcile::OPERATOR;
 use http_peering::resource::KindCustomHttp;
@@ -18,22 +18,14 @@ struct Cli {
     common: CommonArgs,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the CustomResourceDefinitions as YAML.
-    Crd,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!("{}", operator_core::crd::to_yaml(&[KindCustomHttp::crd()])?);
+    let Some(launched) =
+        operator_core::start(OPERATOR, &cli.common, cli.command, &[KindCustomHttp::crd()]).await?
+    else {
         return Ok(());
-    }
-    operator_core::cli::init_tracing(cli.common.log_format, &cli.common.log_level)
-        .map_err(anyhow::Error::msg)?;
-    let launched = operator_core::launch(OPERATOR, &cli.common).await?;
+    };
     let settings = cli.common.settings();
     http_peering::operator::run(
         launched.runtime.clone(),

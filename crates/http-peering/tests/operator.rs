@@ -10,7 +10,6 @@ use http_peering::reconcile::OPERATOR;
 use http_peering::resource::KindCustomHttp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use operator_core::Runtime;
@@ -25,17 +24,10 @@ async fn setup() -> (DevCluster, Arc<Runtime>) {
     let cluster = DevCluster::start(devcluster::Options::default())
         .await
         .expect("devcluster starts");
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    crds.create(&PostParams::default(), &KindCustomHttp::crd())
+    cluster
+        .install_crd(&KindCustomHttp::crd())
         .await
-        .expect("CRD created");
-    kube::runtime::wait::await_condition(
-        crds,
-        "kindcustomhttps.peering.kubecrew.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await
-    .expect("CRD established");
+        .expect("CRD installed");
     let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
     let rt = runtime.clone();
     tokio::spawn(async move {

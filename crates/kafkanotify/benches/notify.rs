@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use devcluster::controllers::ControllerOptions;
 use devcluster::{DevCluster, Options};
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kafkanotify::resource::EdgeApplication;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -32,15 +31,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let client = cluster.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &EdgeApplication::crd())
-        .await?;
-    kube::runtime::wait::await_condition(
-        crds,
-        "edgeapplications.kafkanotify.kubecrew.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await?;
+    cluster.install_crd(&EdgeApplication::crd()).await?;
     let broker = testkit::kafka::Broker::start().await?;
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_kafkanotify"))
         .env("KUBECONFIG", cluster.kubeconfig_path())

@@ -2,9 +2,9 @@
 #![recursion_limit = "256"]
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use kube::CustomResourceExt;
-use operator_core::cli::CommonArgs;
+use operator_core::cli::{Command, CommonArgs};
 
 use kafkanotify::operator::{self, NotifyArgs};
 use kafkanotify::reconcile::{HookOutcome, OPERATOR};
@@ -22,25 +22,19 @@ struct Cli {
     notify: NotifyArgs,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the CustomResourceDefinitions as YAML.
-    Crd,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Crd) = cli.command {
-        print!(
-            "{}",
-            operator_core::crd::to_yaml(&[EdgeApplication::crd()])?
-        );
+    let Some(launched) = operator_core::start(
+        OPERATOR,
+        &cli.common,
+        cli.command,
+        &[EdgeApplication::crd()],
+    )
+    .await?
+    else {
         return Ok(());
-    }
-    operator_core::cli::init_tracing(cli.common.log_format, &cli.common.log_level)
-        .map_err(anyhow::Error::msg)?;
-    let launched = operator_core::launch(OPERATOR, &cli.common).await?;
+    };
     let ctx = operator::context(launched.runtime.clone(), &cli.notify, failpoint())
         .context("invalid Kafka configuration")?;
     let settings = cli.common.settings();

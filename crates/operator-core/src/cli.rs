@@ -15,6 +15,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// Subcommands every operator binary has (flatten as `Option<Command>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+}
+
 /// Flags common to all operators (flatten into the operator's own clap struct).
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {

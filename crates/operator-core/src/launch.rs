@@ -39,6 +39,22 @@ fn identity() -> String {
     })
 }
 
+/// What every operator's `main` does first: with the `crd` subcommand, prints `crds` and
+/// returns `None`; otherwise installs tracing and [`launch`]es.
+pub async fn start(
+    name: &str,
+    args: &CommonArgs,
+    command: Option<crate::cli::Command>,
+    crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+) -> Result<Option<Launched>, Error> {
+    if command == Some(crate::cli::Command::Crd) {
+        print!("{}", crate::crd::to_yaml(crds)?);
+        return Ok(None);
+    }
+    crate::cli::init_tracing(args.log_format, &args.log_level).map_err(Error::Config)?;
+    launch(name, args).await.map(Some)
+}
+
 /// Starts the services of operator `name` as configured by `args`.
 pub async fn launch(name: &str, args: &CommonArgs) -> Result<Launched, Error> {
     let client = kube::Client::try_default().await?;

@@ -28,7 +28,7 @@ pub mod metrics;
 pub mod run;
 pub mod status;
 
-pub use launch::{Launched, launch};
+pub use launch::{Launched, launch, start};
 pub use run::{ErrorReason, Runtime, Settings, run};
 
 /// Errors of the shared runtime.

@@ -163,17 +163,7 @@ async fn example_operator_end_to_end() {
         .await
         .unwrap();
     let client = cluster.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &lenient_crd())
-        .await
-        .unwrap();
-    kube::runtime::wait::await_condition(
-        crds,
-        "notes.example.kubecrew.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await
-    .unwrap();
+    cluster.install_crd(&lenient_crd()).await.unwrap();
 
     let runtime = Arc::new(Runtime::new(client.clone(), OPERATOR));
     let admin = operator_core::admin::serve(

@@ -10,7 +10,6 @@ use appconfig_restarter::resource::AppConfig;
 use devcluster::DevCluster;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use operator_core::backoff::Policy;
@@ -25,17 +24,10 @@ pub async fn cluster() -> DevCluster {
     let cluster = DevCluster::start(devcluster::Options::default())
         .await
         .expect("devcluster starts");
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    crds.create(&PostParams::default(), &AppConfig::crd())
+    cluster
+        .install_crd(&AppConfig::crd())
         .await
-        .expect("CRD created");
-    kube::runtime::wait::await_condition(
-        crds,
-        "appconfigs.appconfig.kubecrew.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await
-    .expect("CRD established");
+        .expect("CRD installed");
     cluster
 }
 

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use devcluster::controllers::ControllerOptions;
 use devcluster::{DevCluster, Options};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kafkanotify::event::Notification;
 use kafkanotify::kafka::{Connection, KafkaArgs};
 use kafkanotify::operator::{self, NotifyArgs};
 use kafkanotify::reconcile::{AfterPublish, OPERATOR};
 use kafkanotify::resource::EdgeApplication;
-use kube::api::{Api, PostParams};
 use kube::{Client, CustomResourceExt};
 use operator_core::backoff::Policy;
 use operator_core::{Runtime, Settings};
@@ -35,17 +33,10 @@ pub async fn cluster() -> DevCluster {
     })
     .await
     .expect("devcluster starts");
-    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    crds.create(&PostParams::default(), &EdgeApplication::crd())
+    cluster
+        .install_crd(&EdgeApplication::crd())
         .await
-        .expect("CRD created");
-    kube::runtime::wait::await_condition(
-        crds,
-        "edgeapplications.kafkanotify.kubecrew.io",
-        kube::runtime::wait::conditions::is_crd_established(),
-    )
-    .await
-    .expect("CRD established");
+        .expect("CRD installed");
     cluster
 }
 
