@@ -69,6 +69,9 @@ fn main() -> anyhow::Result<()> {
             eprintln!("xtask: checking kubectl");
             let kubectl = testkit::tools::kubectl()?;
             eprintln!("xtask: {}", kubectl.display());
+            eprintln!("xtask: checking iproute2 (the nes-agent tests use ip netns)");
+            let ip = testkit::tools::iproute2()?;
+            eprintln!("xtask: {}", ip.display());
             eprintln!("xtask: installing the Python test client (once, into target/tools)");
             let python = testkit::tools::python().context("installing the Python client")?;
             eprintln!("xtask: {}", python.display());

@@ -127,6 +127,39 @@ pub fn tansu() -> Result<PathBuf, ToolError> {
     })
 }
 
+/// iproute2's `ip`, which the nes-agent tests use to build network namespaces and as the
+/// independent witness of the kernel's state. Installed with apt-get when missing and running
+/// as root (CI); otherwise an error saying how to install it.
+pub fn iproute2() -> Result<PathBuf, ToolError> {
+    let find = || {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|p| p.join("ip"))
+            .find(|p| p.is_file())
+    };
+    if let Some(ip) = find() {
+        return Ok(ip);
+    }
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-q", "iproute2"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        // A stale package index is the usual cause on a fresh machine.
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "iproute2"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    }
+    find().ok_or_else(|| ToolError::Command {
+        what: "installing iproute2".into(),
+        detail: "`ip` is not installed and apt-get could not install it; install iproute2".into(),
+    })
+}
+
 /// `kubectl` from PATH; every kubecrew machine has it (the project does not install it).
 pub fn kubectl() -> Result<PathBuf, ToolError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
