@@ -82,7 +82,8 @@ fn main() -> anyhow::Result<()> {
             eprintln!("xtask: {}", tansu.display());
             let status = cargo()
                 .current_dir(&root)
-                .args(["test", "--workspace", "--locked"])
+                // --all-features: nes-api's CRDs sit behind a feature the agent does not use.
+                .args(["test", "--workspace", "--all-features", "--locked"])
                 .args(&args)
                 .status()?;
             check(status, "cargo test")

@@ -14,6 +14,8 @@
 //! See `docs/nes-api.md` for JSON examples and the validation rules.
 
 pub mod config;
+#[cfg(feature = "crd")]
+pub mod crd;
 pub mod items;
 pub mod plan;
 pub mod status;

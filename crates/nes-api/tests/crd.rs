@@ -1,0 +1,78 @@
+//! The nes CRDs on an API server with real semantics: accepted as structural schemas, instances
+//! round-trip, and the schema refuses what it must.
+
+use devcluster::DevCluster;
+use kube::api::{Api, PostParams};
+use kube::{CustomResourceExt, ResourceExt};
+use nes_api::crd::{NetworkCare, NetworkConfiguration, NetworkConfigurationSpec};
+use nes_api::{Address, Route};
+use serde_json::json;
+
+#[tokio::test]
+async fn crds_install_and_instances_round_trip() {
+    let cluster = DevCluster::start(devcluster::Options::default())
+        .await
+        .expect("devcluster starts");
+    cluster
+        .install_crd(&NetworkConfiguration::crd())
+        .await
+        .expect("NetworkConfiguration CRD established");
+    cluster
+        .install_crd(&NetworkCare::crd())
+        .await
+        .expect("NetworkCare CRD established");
+
+    let configs: Api<NetworkConfiguration> = Api::namespaced(cluster.client(), "default");
+    let spec = NetworkConfigurationSpec {
+        pod: "app-0".into(),
+        vlans: vec![],
+        addresses: vec![Address {
+            interface: "eth0".into(),
+            cidr: "10.1.2.3/24".into(),
+        }],
+        routes: vec![Route {
+            destination: "default".into(),
+            gateway: Some("10.1.2.1".parse().unwrap()),
+            interface: None,
+            metric: Some(10),
+            table: None,
+        }],
+    };
+    let created = configs
+        .create(
+            &PostParams::default(),
+            &NetworkConfiguration::new("app-0", spec.clone()),
+        )
+        .await
+        .expect("create");
+    assert_eq!(created.name_any(), "app-0");
+    assert_eq!(configs.get("app-0").await.expect("get").spec, spec);
+
+    let cares: Api<NetworkCare> = Api::namespaced(cluster.client(), "default");
+    let care: NetworkCare = serde_json::from_value(json!({
+        "apiVersion": "nes.kubecrew.io/v1alpha1",
+        "kind": "NetworkCare",
+        "metadata": {"name": "watcher"},
+        "spec": {
+            "pods": {"selector": {"matchLabels": {"app": "x"}}},
+            "filter": {"changes": ["link"]},
+            "callback": {"url": "http://watcher.default:8080/report"}
+        }
+    }))
+    .expect("a valid NetworkCare");
+    cares
+        .create(&PostParams::default(), &care)
+        .await
+        .expect("create NetworkCare");
+
+    // The schema refuses a callback that is not http(s).
+    let mut bad = care.clone();
+    bad.metadata.name = Some("bad".into());
+    bad.spec.callback.url = "ftp://x".into();
+    let error = cares
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("refused");
+    assert!(error.to_string().contains("spec.callback.url"), "{error}");
+    cluster.shutdown().await;
+}
