@@ -10,6 +10,7 @@
 //! - [`status`]: the observed status, the apply response, the boot id and the error body.
 //! - [`validate`](mod@validate): [`validate()`] and [`ValidationError`].
 //! - [`plan`]: [`apply_order`] and [`diff`].
+//! - [`request`]: a pod's configuration requests and [`merge()`] into its one configuration.
 //!
 //! See `docs/nes-api.md` for JSON examples and the validation rules.
 
@@ -18,11 +19,13 @@ pub mod config;
 pub mod crd;
 pub mod items;
 pub mod plan;
+pub mod request;
 pub mod status;
 pub mod validate;
 
 pub use config::{Address, DesiredConfig, MAIN_TABLE, Route, VlanLink};
 pub use items::{ItemKey, ItemResult, ItemState};
 pub use plan::{Diff, apply_order, diff};
+pub use request::{ConfigureRequest, Items, merge};
 pub use status::{AddressStatus, ApiError, ApplyResponse, BootId, LinkStatus, RouteStatus, Status};
 pub use validate::{ValidationError, validate};
