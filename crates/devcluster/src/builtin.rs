@@ -8,10 +8,10 @@
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::{
-    admissionregistration::v1 as admreg, apps::v1 as apps, autoscaling::v2 as autoscaling,
-    batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, events::v1 as events, networking::v1 as net, policy::v1 as policy,
-    rbac::v1 as rbac, storage::v1 as storage,
+    admissionregistration::v1 as admreg, apps::v1 as apps, authentication::v1 as authn,
+    autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
+    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as net,
+    policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use schemars::JsonSchema;
@@ -352,6 +352,8 @@ struct Builtin {
     schema: fn() -> SchemaInfo,
     /// Another resource's collection (group, plural) holding these objects, and the conversion.
     stored_in: Option<(&'static str, &'static str, Conversion)>,
+    /// Verbs served; every verb unless the resource is create-only (reviews).
+    verbs: &'static [&'static str],
 }
 
 const fn b(
@@ -379,6 +381,7 @@ const fn b(
         selectable: &[],
         schema,
         stored_in: None,
+        verbs: ALL_VERBS,
     }
 }
 
@@ -409,6 +412,11 @@ impl Builtin {
     }
     const fn fields(mut self, f: &'static [&'static str]) -> Self {
         self.selectable = f;
+        self
+    }
+    /// Only `create`, never stored: reviews such as TokenReview, answered by `api::auth`.
+    const fn create_only(mut self) -> Self {
+        self.verbs = &["create"];
         self
     }
     /// Served from the storage of `group/plural`, converted by `conversion`.
@@ -548,6 +556,8 @@ fn table() -> Vec<Builtin> {
             true, schema_of::<policy::PodDisruptionBudget>).short(&["pdb"]).status().generation(),
         b("storage.k8s.io", "v1", "storageclasses", "storageclass", "StorageClass", false,
             schema_of::<storage::StorageClass>).short(&["sc"]),
+        b("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false,
+            schema_of::<authn::TokenReview>).create_only(),
         b("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler",
             "HorizontalPodAutoscaler", true, schema_of::<autoscaling::HorizontalPodAutoscaler>)
             .short(&["hpa"]).status().generation().all(),
@@ -634,7 +644,7 @@ pub fn builtin_resources() -> Vec<ResourceInfo> {
                     }),
                     name_rule: t.name_rule,
                     has_generation: t.generation,
-                    verbs: ALL_VERBS.to_vec(),
+                    verbs: t.verbs.to_vec(),
                     schema: Some(Arc::new((t.schema)())),
                     printer_columns: printer_columns(t.group, t.kind),
                     selectable_fields: t.selectable.iter().map(|s| (*s).to_owned()).collect(),

@@ -34,6 +34,7 @@ pub mod selector;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod token;
 pub mod validation;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 //! themselves live in [`read`] (get, list, watch), [`write`] (create, update, patch, apply) and
 //! [`delete`].
 
+mod auth;
 mod delete;
 mod lifecycle;
 mod read;
@@ -179,6 +180,9 @@ pub struct ApiServer {
     me: Weak<ApiServer>,
     next_cluster_ip: AtomicU32,
     cleanups: Mutex<HashSet<String>>,
+    /// HMAC key of the service account tokens this server issues; random per server and
+    /// never published, so only this server's TokenReview verifies its tokens.
+    token_key: [u8; 32],
 }
 
 /// Resolves webhook services to addresses: devcluster runs no kube-proxy, so a Service is
@@ -226,6 +230,7 @@ impl ApiServer {
             me: weak.clone(),
             next_cluster_ip: AtomicU32::new(10),
             cleanups: Mutex::new(HashSet::new()),
+            token_key: rand::random(),
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -240,6 +245,11 @@ impl ApiServer {
     /// The collection holding the objects of `info` (shared by the resources served from it).
     pub(crate) fn collection(&self, info: &ResourceInfo) -> Arc<Collection> {
         self.store.collection(&info.storage_key())
+    }
+
+    /// The key service account tokens are signed with.
+    pub(crate) fn token_key(&self) -> &[u8] {
+        &self.token_key
     }
 
     /// The next free service IP in 10.96.0.0/12.
@@ -334,6 +344,7 @@ impl ApiServer {
                 "status" => info.status_subresource,
                 "scale" => info.scale.is_some(),
                 "finalize" => info.kind == "Namespace",
+                "token" => info.group.is_empty() && info.plural == "serviceaccounts",
                 _ => false,
             };
             if !known || path.name.is_none() {
@@ -341,6 +352,25 @@ impl ApiServer {
             }
         }
         let ns = path.namespace.as_deref();
+        let not_allowed = || {
+            Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                req.method, req.path
+            )))
+        };
+        // Create-only endpoints answered without storage: TokenRequest and TokenReview.
+        if sub == Some("token") {
+            return match (&req.method, ns, path.name.as_deref()) {
+                (&Method::POST, Some(ns), Some(name)) => auth::create_token(self, ns, name, &req),
+                _ => not_allowed(),
+            };
+        }
+        if info.group == "authentication.k8s.io" && info.plural == "tokenreviews" {
+            return match (&req.method, path.name.as_deref(), sub) {
+                (&Method::POST, None, None) if !watch => auth::review(self, &req),
+                _ => not_allowed(),
+            };
+        }
         match (&req.method, path.name.as_deref(), sub) {
             (&Method::GET, None, _) if watch => {
                 read::watch(self, &info, ns, None, &query, &req.accept)
@@ -375,10 +405,7 @@ impl ApiServer {
             (&Method::DELETE, None, None) => {
                 delete::delete_collection(self, &info, ns, &req, &query).await
             }
-            _ => Err(ApiError::method_not_allowed(format!(
-                "the server does not allow this method on the requested resource ({} {})",
-                req.method, req.path
-            ))),
+            _ => not_allowed(),
         }
     }
 }
