@@ -202,10 +202,9 @@ async fn within<F: Future>(future: F) -> F::Output {
 
 /// Polls `condition` until it holds or the deadline passes (for state with no change signal).
 async fn eventually(mut condition: impl FnMut() -> bool) {
-    within(async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    testkit::eventually("the condition", DEADLINE, || {
+        let holds = condition();
+        async move { holds.then_some(()) }
     })
     .await;
 }

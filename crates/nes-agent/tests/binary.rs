@@ -7,9 +7,8 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use common::{Netns, TOKEN, can_run};
+use common::{Netns, TOKEN, can_run, token_file};
 use nes_agent::client::{AgentClient, ClientError};
 use nes_api::{Address, DesiredConfig, ItemState};
 
@@ -96,9 +95,7 @@ fn bad_input_is_refused_precisely_and_changes_nothing() {
         return;
     }
     let ns = Netns::with_veth();
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let (dir, token_file) = token_file();
     let agent = Running::start(&ns, &token_file, &dir.path().join("state"));
     let base = agent.base.clone();
     let witness = ns.clone();
@@ -158,9 +155,7 @@ fn a_restarted_agent_resumes_with_a_new_boot_id_and_its_ledger() {
         return;
     }
     let ns = Netns::with_veth();
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let (dir, token_file) = token_file();
     let state = dir.path().join("state");
 
     let first = Running::start(&ns, &token_file, &state);
@@ -194,16 +189,13 @@ fn a_restarted_agent_resumes_with_a_new_boot_id_and_its_ledger() {
             client.config().await.unwrap(),
             Some(desired(1, &["10.1.0.2/24"]))
         );
-        // The ledger survived too: the restarted agent still removes what it created.
+        // The ledger survived too: the restarted agent still removes what it created (the
+        // answer comes after the pass, so the kernel already reflects it).
         client.apply(&desired(2, &[])).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while witness.addresses("v0").contains(&"10.1.0.2/24".to_owned()) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the address was not removed"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            !witness.addresses("v0").contains(&"10.1.0.2/24".to_owned()),
+            "the address was not removed"
+        );
     });
     second.stop();
 }

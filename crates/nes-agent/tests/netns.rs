@@ -5,9 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Netns, TestAgent, can_run, eventually, settings};
+use common::{Netns, TestAgent, can_run, settings};
 use futures::StreamExt;
 use nes_api::{Address, DesiredConfig, ItemState, Route, VlanLink};
+use testkit::eventually;
 
 const LONG: Duration = Duration::from_secs(3600);
 
@@ -230,9 +231,13 @@ fn a_route_deleted_by_hand_is_restored() {
             ["10.20.0.0/16"]
         );
         ns.ip(&["route", "del", "10.20.0.0/16"]);
-        eventually(Duration::from_secs(10), "the route to come back", || {
-            destinations(&ns.routes("-4", "main", "201")) == ["10.20.0.0/16"]
-        })
+        eventually(
+            "the route to come back",
+            Duration::from_secs(10),
+            || async {
+                (destinations(&ns.routes("-4", "main", "201")) == ["10.20.0.0/16"]).then_some(())
+            },
+        )
         .await;
     });
 }
@@ -253,9 +258,15 @@ fn the_periodic_pass_restores_what_events_missed() {
         ns.ip(&["link", "del", "v0"]);
         ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
         ns.ip(&["link", "set", "v0", "up"]);
-        eventually(Duration::from_secs(10), "the address on the new v0", || {
-            ns.addresses("v0").contains(&"10.1.0.2/24".to_owned())
-        })
+        eventually(
+            "the address on the new v0",
+            Duration::from_secs(10),
+            || async {
+                ns.addresses("v0")
+                    .contains(&"10.1.0.2/24".to_owned())
+                    .then_some(())
+            },
+        )
         .await;
         agent.wait_all_applied().await;
     });

@@ -173,6 +173,15 @@ fn run_ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A temporary directory holding a token file with [`TOKEN`] (as a mounted Secret would, with
+/// a trailing newline the agent must ignore); the directory goes when the guard drops.
+pub fn token_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("write token");
+    (dir, file)
+}
+
 /// An agent running in the current thread's namespace, with its API on 127.0.0.1.
 pub struct TestAgent {
     /// The reconciler's handle (metrics, boot id).
@@ -198,9 +207,7 @@ pub fn settings(resync: Duration) -> Settings {
 impl TestAgent {
     /// Starts an agent (must be called inside [`Netns::run`]).
     pub async fn start(settings: Settings) -> Self {
-        let token_dir = tempfile::tempdir().expect("tempdir");
-        let token_file = token_dir.path().join("token");
-        std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+        let (token_dir, token_file) = token_file();
         let (handle, reconciler) = reconciler::start(settings).await.expect("agent starts");
         let shutdown = CancellationToken::new();
         tokio::spawn(reconciler.run(shutdown.clone()));
@@ -269,18 +276,5 @@ impl TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         self.shutdown.cancel();
-    }
-}
-
-/// Polls `check` every 20 ms until it holds or `deadline` passes (for witnesses that have no
-/// change notification, like `ip` output).
-pub async fn eventually(deadline: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let started = tokio::time::Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
