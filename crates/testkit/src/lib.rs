@@ -5,10 +5,12 @@
 //!   binaries and CI share one installation.
 //! - [`kafka::Broker`]: a real Kafka-compatible broker (tansu) to start, stop and restart.
 //! - [`kubectl::Kubectl`]: the real kubectl, run without blocking the test's runtime.
+//! - [`netns::Netns`]: network namespaces (root + iproute2) that tests create and remove.
 //! - [`eventually`]: waits for a condition with a deadline (tests never sleep and hope).
 
 pub mod kafka;
 pub mod kubectl;
+pub mod netns;
 pub mod tools;
 
 use std::future::Future;
