@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own automation (tests with their tools, the demo, ...).
 
 mod crds;
+mod images;
 mod protobuf_descriptors;
 
 use std::path::PathBuf;
@@ -32,6 +33,20 @@ enum Cmd {
     },
     /// Run the benchmarks and print their figures.
     Bench,
+    /// Build one container image per shipped binary (docker or podman) from the Dockerfile.
+    Images {
+        /// Registry and path prefix of the image names.
+        #[arg(long, default_value = "ghcr.io/kubecrew")]
+        registry: String,
+        /// Image tag (default: the workspace version).
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        tag: String,
+        /// Push each image after building it.
+        #[arg(long)]
+        push: bool,
+        /// Only these binaries (default: all).
+        only: Vec<String>,
+    },
     /// Regenerate deploy/crds/<operator>.yaml from every operator's Rust types.
     Crds {
         /// Fail if the committed YAML differs instead of writing it (CI).
@@ -105,6 +120,20 @@ fn main() -> anyhow::Result<()> {
             check(status, "devcluster")
         }
         Cmd::Crds { check } => crds::run(&root, check),
+        Cmd::Images {
+            registry,
+            tag,
+            push,
+            only,
+        } => images::run(
+            &root,
+            &images::Options {
+                registry,
+                tag,
+                push,
+                only,
+            },
+        ),
         Cmd::ProtobufDescriptors { proto_root, check } => {
             protobuf_descriptors::run(&root, proto_root.as_deref(), check)
         }
