@@ -1032,6 +1032,13 @@ fn decode_response(response: &Value) -> Result<DecodedResponse, String> {
         Some(Value::String(encoded)) => BASE64
             .decode(encoded)
             .map_err(|e| format!("illegal base64 data in response.patch: {e}"))?,
+        // Go's decoder also fills a []byte from a JSON array of numbers, which is how
+        // kube-rs's AdmissionResponse serializes its patch.
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or("response.patch: an array must hold numbers 0-255 (bytes)")?,
         Some(_) => return Err("response.patch must be a base64-encoded string".into()),
     };
     Ok(DecodedResponse {
@@ -2570,5 +2577,26 @@ uhJrW/tIOj38yFVLim3jzte+PmsPjred9j2iHA==
         )];
         validate(&configs, &pod_create()).await.unwrap();
         assert_eq!(server.paths(), ["/cel"]);
+    }
+}
+
+#[cfg(test)]
+mod patch_encoding_tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_is_read_from_base64_or_from_an_array_of_bytes() {
+        let base64 = decode_response(&json!({"uid": "u", "allowed": true, "patch": "W10="}))
+            .expect("base64 patch");
+        assert_eq!(base64.patch, b"[]");
+        let array = decode_response(&json!({"uid": "u", "allowed": true, "patch": [91, 93]}))
+            .expect("array patch");
+        assert_eq!(array.patch, b"[]");
+        let err = decode_response(&json!({"uid": "u", "allowed": true, "patch": [91, 300]}))
+            .expect_err("not bytes");
+        assert!(err.contains("0-255"), "{err}");
+        let err = decode_response(&json!({"uid": "u", "allowed": true, "patch": 5}))
+            .expect_err("neither");
+        assert!(err.contains("base64-encoded string"), "{err}");
     }
 }

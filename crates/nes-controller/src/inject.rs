@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
 
 /// The label that asks for the sidecar (value `"true"`), as in the original system.
 pub const INJECT_LABEL: &str = "network-config/runtime-ip";
@@ -119,11 +121,16 @@ pub fn sidecar(settings: &SidecarSettings) -> Container {
             ..ResourceRequirements::default()
         }),
         // NET_ADMIN is all netlink configuration needs; nothing else, no privilege escalation.
+        // User 0 because a capability added to a non-root container is not effective (runtimes
+        // set no ambient capabilities), and the image's default user is non-root; with every
+        // other capability dropped, uid 0 grants nothing beyond NET_ADMIN in the pod's netns.
         security_context: Some(SecurityContext {
             capabilities: Some(Capabilities {
                 add: Some(vec!["NET_ADMIN".to_owned()]),
                 drop: Some(vec!["ALL".to_owned()]),
             }),
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             ..SecurityContext::default()
@@ -213,6 +220,53 @@ pub fn inject(
     Ok((next != *template).then_some(next))
 }
 
+/// The RFC 6902 operations that give a pod (its `metadata` and `spec`, as received) the
+/// sidecar, its volumes and the injected annotation; `None` when the pod is already injected
+/// (never twice: a pod is created once, and a sidecar from template mode is left as it is).
+///
+/// Only `add` operations, placed where [`inject`] puts things (the sidecar first among the init
+/// containers, the volumes last): everything else in the pod stays byte for byte as the API
+/// server sent it, including fields this build's types do not know.
+pub fn pod_patch(
+    metadata: &ObjectMeta,
+    spec: &PodSpec,
+    settings: &SidecarSettings,
+) -> Result<Option<Vec<Value>>, InjectError> {
+    if metadata_says_injected(Some(metadata)) {
+        return Ok(None);
+    }
+    check_free(spec)?;
+    let mut ops = Vec::new();
+    // k8s-openapi types always serialize (string-keyed maps only).
+    let container = json!(sidecar(settings));
+    match spec.init_containers {
+        Some(_) => {
+            ops.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": container}))
+        }
+        None => {
+            ops.push(json!({"op": "add", "path": "/spec/initContainers", "value": [container]}))
+        }
+    }
+    let new_volumes: Vec<Value> = volumes(settings).iter().map(|v| json!(v)).collect();
+    match spec.volumes {
+        Some(_) => ops.extend(
+            new_volumes
+                .into_iter()
+                .map(|v| json!({"op": "add", "path": "/spec/volumes/-", "value": v})),
+        ),
+        None => ops.push(json!({"op": "add", "path": "/spec/volumes", "value": new_volumes})),
+    }
+    match metadata.annotations {
+        // `/` in the key is `~1` in a JSON pointer.
+        Some(_) => ops.push(json!({"op": "add",
+            "path": format!("/metadata/annotations/{}", INJECTED_ANNOTATION.replace('/', "~1")),
+            "value": "true"})),
+        None => ops.push(json!({"op": "add", "path": "/metadata/annotations",
+            "value": {INJECTED_ANNOTATION: "true"}})),
+    }
+    Ok(Some(ops))
+}
+
 /// The template without the sidecar, or `None` if the controller did not inject it.
 pub fn remove(template: &PodTemplateSpec) -> Option<PodTemplateSpec> {
     if !is_injected(template) {
@@ -240,9 +294,12 @@ pub fn remove(template: &PodTemplateSpec) -> Option<PodTemplateSpec> {
 }
 
 fn is_injected(template: &PodTemplateSpec) -> bool {
-    template
-        .metadata
-        .as_ref()
+    metadata_says_injected(template.metadata.as_ref())
+}
+
+/// True when `metadata` carries the controller's injected annotation.
+pub fn metadata_says_injected(metadata: Option<&ObjectMeta>) -> bool {
+    metadata
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get(INJECTED_ANNOTATION))
         .is_some_and(|v| v == "true")
@@ -307,7 +364,14 @@ mod tests {
     fn sidecar_is_native_net_admin_only_with_token_and_state() {
         let container = sidecar(&SidecarSettings::default());
         assert_eq!(container.restart_policy.as_deref(), Some("Always"));
-        let caps = container.security_context.unwrap().capabilities.unwrap();
+        let security = container.security_context.unwrap();
+        assert_eq!(
+            security.run_as_user,
+            Some(0),
+            "capabilities only work for uid 0"
+        );
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        let caps = security.capabilities.unwrap();
         assert_eq!(caps.add, Some(vec!["NET_ADMIN".to_owned()]));
         assert_eq!(caps.drop, Some(vec!["ALL".to_owned()]));
         let env: BTreeMap<_, _> = container
@@ -371,5 +435,114 @@ mod tests {
         template.spec.as_mut().unwrap().containers[0].name = SIDECAR.into();
         let error = inject(&template, &SidecarSettings::default()).unwrap_err();
         assert!(error.to_string().contains("did not add"), "{error}");
+    }
+
+    fn patched(pod: &Value, ops: Vec<Value>) -> Value {
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
+        let mut pod = pod.clone();
+        json_patch::patch(&mut pod, &patch).expect("the patch applies");
+        pod
+    }
+
+    fn as_template(pod: &Value) -> PodTemplateSpec {
+        serde_json::from_value(json!({"metadata": pod["metadata"], "spec": pod["spec"]})).unwrap()
+    }
+
+    #[test]
+    fn the_pod_patch_gives_what_template_injection_gives() {
+        let settings = SidecarSettings::default();
+        // A pod with a field this build does not know: the patch must keep it.
+        let pod = json!({
+            "metadata": {"name": "p", "annotations": {"a": "b"}},
+            "spec": {
+                "containers": [{"name": "app", "image": "app:1"}],
+                "initContainers": [{"name": "migrate"}],
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "futureField": {"x": 1}
+            }
+        });
+        let typed = as_template(&pod);
+        let ops = pod_patch(
+            typed.metadata.as_ref().unwrap(),
+            typed.spec.as_ref().unwrap(),
+            &settings,
+        )
+        .unwrap()
+        .expect("a patch");
+        let after = patched(&pod, ops);
+        assert_eq!(after["spec"]["futureField"], json!({"x": 1}));
+        assert_eq!(after["metadata"]["annotations"]["a"], "b");
+        assert_eq!(
+            after["metadata"]["annotations"][INJECTED_ANNOTATION],
+            "true"
+        );
+        let names = |key: &str| -> Vec<String> {
+            after["spec"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names("initContainers"), [SIDECAR, "migrate"]);
+        assert_eq!(names("volumes"), ["data", TOKEN_VOLUME, STATE_VOLUME]);
+        // The same sidecar template injection would give: injecting again changes nothing.
+        assert_eq!(inject(&as_template(&after), &settings).unwrap(), None);
+        // And never twice.
+        let again = as_template(&after);
+        assert_eq!(
+            pod_patch(
+                again.metadata.as_ref().unwrap(),
+                again.spec.as_ref().unwrap(),
+                &settings
+            )
+            .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_pod_patch_creates_missing_lists_and_annotations() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        let typed = as_template(&pod);
+        let ops = pod_patch(
+            typed.metadata.as_ref().unwrap(),
+            typed.spec.as_ref().unwrap(),
+            &SidecarSettings::default(),
+        )
+        .unwrap()
+        .unwrap();
+        let after = patched(&pod, ops);
+        assert_eq!(after["spec"]["initContainers"][0]["name"], SIDECAR);
+        assert_eq!(
+            after["spec"]["initContainers"][0]["restartPolicy"],
+            "Always"
+        );
+        assert_eq!(after["spec"]["volumes"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            after["metadata"]["annotations"],
+            json!({INJECTED_ANNOTATION: "true"})
+        );
+    }
+
+    #[test]
+    fn the_pod_patch_refuses_a_name_clash() {
+        let template = PodTemplateSpec {
+            metadata: Some(ObjectMeta::default()),
+            spec: Some(PodSpec {
+                volumes: Some(vec![Volume {
+                    name: STATE_VOLUME.into(),
+                    ..Volume::default()
+                }]),
+                ..app_template().spec.unwrap()
+            }),
+        };
+        let error = pod_patch(
+            template.metadata.as_ref().unwrap(),
+            template.spec.as_ref().unwrap(),
+            &SidecarSettings::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains(STATE_VOLUME), "{error}");
     }
 }

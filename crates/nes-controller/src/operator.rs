@@ -1,5 +1,6 @@
-//! The operator process in template mode: every StatefulSet is watched (not only labelled ones,
-//! so that removing the label is seen).
+//! The StatefulSet reconciler's process, in either mode: every StatefulSet is watched (not only
+//! labelled ones, so that removing the label is seen). Webhook mode also runs
+//! [`crate::webhook::start`].
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use operator_core::Settings;
 
 use crate::template::{self, Context};
 
-/// Runs the template-mode controller until the runtime shuts down.
+/// Runs the StatefulSet reconciler (mode from `ctx.mode`) until the runtime shuts down.
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, settings: Settings) {
     let runtime = ctx.runtime.clone();
     let api: Api<DeserializeGuard<StatefulSet>> = match namespace {

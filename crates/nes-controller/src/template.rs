@@ -1,7 +1,15 @@
+//! The StatefulSet reconciler, in both modes.
+//!
+//! Every labelled StatefulSet's namespace gets the agent token Secret ([`crate::token`]).
+//!
 //! Template mode: the sidecar goes into the pod template of every StatefulSet labelled
 //! `network-config/runtime-ip: "true"` (the original system's approach), for clusters where an
 //! admission webhook is not an option. The StatefulSet controller then rolls the pods. Removing
 //! the label removes the sidecar the controller added (and only that).
+//!
+//! Webhook mode: templates are not patched (the webhook injects into each pod as it is
+//! created). A sidecar that template mode put into a template earlier is removed, so the
+//! webhook is the only source of the sidecar and removing the label works as in template mode.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -14,12 +22,26 @@ use operator_core::{ErrorReason, Runtime};
 use serde_json::json;
 
 use crate::inject::{self, SidecarSettings};
+use crate::token;
 
 /// The operator's name: field manager and event reporter.
 pub const OPERATOR: &str = "nes-controller";
 
+/// How the sidecar gets into the pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// A mutating admission webhook adds it to each pod of a labelled StatefulSet as the pod is
+    /// created; StatefulSets are not changed.
+    #[default]
+    Webhook,
+    /// The controller adds it to the StatefulSet's pod template.
+    Template,
+}
+
 /// What the reconciler needs.
 pub struct Context {
+    /// How the sidecar gets into the pods.
+    pub mode: Mode,
     /// operator-core services.
     pub runtime: Arc<Runtime>,
     /// The sidecar to inject.
@@ -51,7 +73,13 @@ pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
     let Some(spec) = sts.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    let (next, reason, note) = if inject::wants_sidecar(sts.metadata.labels.as_ref()) {
+    let labelled = inject::wants_sidecar(sts.metadata.labels.as_ref());
+    if labelled {
+        // Before the sidecar can start, its token must exist (the pod would not start
+        // without the Secret it mounts).
+        token::ensure(&ctx.runtime.client, &namespace, &ctx.sidecar.token_secret).await?;
+    }
+    let (next, reason, note) = if labelled && ctx.mode == Mode::Template {
         match inject::inject(&spec.template, &ctx.sidecar) {
             Ok(next) => (
                 next,
@@ -76,7 +104,11 @@ pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
         (
             inject::remove(&spec.template),
             "SidecarRemoved",
-            "removed the nes-agent sidecar from the pod template (label gone)",
+            if labelled {
+                "removed the nes-agent sidecar from the pod template (webhook mode injects pods)"
+            } else {
+                "removed the nes-agent sidecar from the pod template (label gone)"
+            },
         )
     };
     let Some(next) = next else {

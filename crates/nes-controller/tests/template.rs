@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use devcluster::DevCluster;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use nes_controller::inject::{INJECT_LABEL, SIDECAR, SidecarSettings};
-use nes_controller::template::{Context, OPERATOR};
+use nes_controller::template::{Context, Mode, OPERATOR};
 use operator_core::Runtime;
 use serde_json::json;
 use testkit::eventually;
@@ -24,6 +24,7 @@ async fn setup() -> (DevCluster, Api<StatefulSet>) {
         .expect("devcluster starts");
     let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
     let ctx = Arc::new(Context {
+        mode: Mode::Template,
         runtime,
         sidecar: SidecarSettings {
             image: "nes-agent:test".into(),
@@ -96,6 +97,14 @@ async fn labelled_statefulsets_get_the_sidecar_in_template_and_pods() {
     let sidecar = &pod.spec.unwrap().init_containers.unwrap()[0];
     assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
     assert_eq!(sidecar.image.as_deref(), Some("nes-agent:test"));
+
+    // Template mode also makes the agent token Secret the sidecar mounts.
+    let secrets: Api<Secret> = Api::namespaced(cluster.client(), "default");
+    let secret = eventually("the agent token Secret", TIMEOUT, || async {
+        secrets.get_opt("nes-agent-token").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(secret.data.unwrap()["token"].0.len(), 64);
 
     // Removing the label removes the sidecar from the template.
     api.patch(

@@ -1,0 +1,353 @@
+//! Webhook mode against devcluster, which calls the registered webhook over HTTPS for every Pod
+//! its StatefulSet controller creates: a labelled StatefulSet's pods get the sidecar while its
+//! template stays as written, other pods are untouched, removing the label stops injection,
+//! the webhook configuration is restored after tampering or deletion, the namespace gets the
+//! agent token Secret, and a malformed AdmissionReview is a 400 with a readable message.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use devcluster::DevCluster;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use nes_controller::admission::FailurePolicy;
+use nes_controller::inject::{INJECT_LABEL, SIDECAR, SidecarSettings};
+use nes_controller::template::{Context, Mode, OPERATOR};
+use nes_controller::webhook::{self, Started, TlsSource};
+use nes_controller::webhook_config::CONFIGURATION_NAME;
+use operator_core::Runtime;
+use serde_json::json;
+use testkit::eventually;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Setup {
+    cluster: DevCluster,
+    started: Started,
+    runtime: Arc<Runtime>,
+}
+
+async fn setup() -> Setup {
+    let cluster = DevCluster::start(devcluster::Options::default())
+        .await
+        .expect("devcluster starts");
+    let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
+    let sidecar = SidecarSettings {
+        image: "nes-agent:test".into(),
+        ..SidecarSettings::default()
+    };
+    let excluded = BTreeSet::from(["kube-system".to_owned(), "nes-system".to_owned()]);
+    let started = webhook::start(
+        &runtime,
+        webhook::Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: TlsSource::Generate(nes_controller::tls::subject_alt_names(
+                "nes-controller",
+                "nes-system",
+                &["127.0.0.1".to_owned()],
+            )),
+            // https://127.0.0.1:<bound port>/mutate, as --webhook-url would say.
+            endpoint: None,
+            failure_policy: FailurePolicy::Ignore,
+            excluded_namespaces: excluded.clone(),
+            sidecar: sidecar.clone(),
+        },
+    )
+    .await
+    .expect("the webhook starts");
+    let ctx = Arc::new(Context {
+        mode: Mode::Webhook,
+        runtime: runtime.clone(),
+        sidecar,
+        excluded_namespaces: excluded,
+    });
+    tokio::spawn(async move {
+        nes_controller::operator::run(ctx, None, operator_core::Settings::default()).await;
+    });
+    // Pods created before the configuration is registered would not be sent to the webhook.
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(cluster.client());
+    eventually("the webhook configuration", TIMEOUT, || async {
+        configs.get_opt(CONFIGURATION_NAME).await.ok().flatten()
+    })
+    .await;
+    Setup {
+        cluster,
+        started,
+        runtime,
+    }
+}
+
+fn statefulset(name: &str, labelled: bool) -> StatefulSet {
+    let labels = if labelled {
+        json!({INJECT_LABEL: "true"})
+    } else {
+        json!({})
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+            }
+        }
+    }))
+    .expect("a StatefulSet")
+}
+
+fn init_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|c| c.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn labelled_statefulsets_pods_get_the_sidecar_and_templates_stay() {
+    let Setup {
+        cluster,
+        started,
+        runtime,
+    } = setup().await;
+    let client = cluster.client();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    sets.create(&pp, &statefulset("net", true)).await.unwrap();
+    sets.create(&pp, &statefulset("plain", false))
+        .await
+        .unwrap();
+
+    let pod = eventually("pod net-0", TIMEOUT, || async {
+        pods.get_opt("net-0").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(init_names(&pod), [SIDECAR], "the webhook injected the pod");
+    let sidecar = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(sidecar.image.as_deref(), Some("nes-agent:test"));
+    let volumes: Vec<_> = pod
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .collect();
+    assert!(
+        volumes.contains(&"nes-agent-token".to_owned()),
+        "{volumes:?}"
+    );
+
+    let plain = eventually("pod plain-0", TIMEOUT, || async {
+        pods.get_opt("plain-0").await.ok().flatten()
+    })
+    .await;
+    assert!(
+        init_names(&plain).is_empty(),
+        "an unlabelled StatefulSet's pod is untouched"
+    );
+
+    // The token Secret the sidecar mounts exists in the namespace.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secret = eventually("the agent token Secret", TIMEOUT, || async {
+        secrets.get_opt("nes-agent-token").await.ok().flatten()
+    })
+    .await;
+    let token = &secret.data.as_ref().unwrap()["token"].0;
+    assert_eq!(token.len(), 64);
+    assert!(token.iter().all(u8::is_ascii_hexdigit));
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+
+    // The StatefulSet itself was never changed.
+    let net = sets.get("net").await.unwrap();
+    assert_eq!(net.metadata.generation, Some(1));
+    assert!(
+        net.spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .init_containers
+            .is_none()
+    );
+
+    // Label removed: the next pod is created without the sidecar.
+    sets.patch(
+        "net",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {INJECT_LABEL: null}}})),
+    )
+    .await
+    .unwrap();
+    let old_uid = pod.metadata.uid.clone();
+    pods.delete("net-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let recreated = eventually("net-0 recreated", TIMEOUT, || async {
+        let pod = pods.get_opt("net-0").await.ok().flatten()?;
+        (pod.metadata.uid != old_uid && pod.metadata.deletion_timestamp.is_none()).then_some(pod)
+    })
+    .await;
+    assert!(
+        init_names(&recreated).is_empty(),
+        "{:?}",
+        init_names(&recreated)
+    );
+
+    // Pods in an excluded namespace are never injected, labelled or not.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "nes-system"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), "nes-system")
+        .create(&pp, &statefulset("own", true))
+        .await
+        .unwrap();
+    let own_pods: Api<Pod> = Api::namespaced(client.clone(), "nes-system");
+    let own = eventually("pod own-0", TIMEOUT, || async {
+        own_pods.get_opt("own-0").await.ok().flatten()
+    })
+    .await;
+    assert!(init_names(&own).is_empty(), "{:?}", init_names(&own));
+
+    // The Secret was created once and is not replaced.
+    let again = secrets.get("nes-agent-token").await.unwrap();
+    assert_eq!(again.metadata.uid, secret.metadata.uid);
+    assert_eq!(again.data, secret.data);
+    runtime.shutdown.cancel();
+    drop(started);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_configuration_is_restored_after_tampering_and_deletion() {
+    let Setup {
+        cluster, started, ..
+    } = setup().await;
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(cluster.client());
+    let ca_bundle = |config: &MutatingWebhookConfiguration| {
+        config
+            .webhooks
+            .as_ref()?
+            .first()?
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.clone())
+    };
+    let config = configs.get(CONFIGURATION_NAME).await.unwrap();
+    assert_eq!(ca_bundle(&config), Some(started.ca_pem.as_bytes().to_vec()));
+    let hook = &config.webhooks.as_ref().unwrap()[0];
+    assert_eq!(
+        hook.client_config.url.as_deref(),
+        Some(format!("https://{}/mutate", started.local_addr).as_str())
+    );
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+
+    let other = base64::engine::general_purpose::STANDARD.encode("someone else's CA");
+    configs
+        .patch(
+            CONFIGURATION_NAME,
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": other}
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the caBundle restored", TIMEOUT, || async {
+        let config = configs.get(CONFIGURATION_NAME).await.ok()?;
+        (ca_bundle(&config)? == started.ca_pem.as_bytes()).then_some(())
+    })
+    .await;
+
+    let before = configs.get(CONFIGURATION_NAME).await.unwrap().metadata.uid;
+    configs
+        .delete(CONFIGURATION_NAME, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the configuration re-created", TIMEOUT, || async {
+        let config = configs.get_opt(CONFIGURATION_NAME).await.ok().flatten()?;
+        (config.metadata.uid != before && ca_bundle(&config)? == started.ca_pem.as_bytes())
+            .then_some(())
+    })
+    .await;
+    started.server.abort();
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_review_is_a_readable_400() {
+    let Setup {
+        cluster,
+        started,
+        runtime,
+    } = setup().await;
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(started.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{}/mutate", started.local_addr);
+    for (body, want) in [
+        ("not json".to_owned(), "malformed AdmissionReview: "),
+        (
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).to_string(),
+            "malformed AdmissionReview: it has no request",
+        ),
+        (
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                   "request": {"uid": 7}})
+            .to_string(),
+            "malformed AdmissionReview: ",
+        ),
+    ] {
+        let response = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let text = response.text().await.unwrap();
+        assert!(text.starts_with(want), "{body}: {text}");
+    }
+    // The server still serves after them.
+    let health = http
+        .get(format!("https://{}/healthz", started.local_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = runtime.metrics.render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kubecrew_nes_admissions_total{")
+                && l.contains("result=\"bad-request\"")
+                && l.ends_with(" 3")),
+        "{metrics}"
+    );
+    runtime.shutdown.cancel();
+    cluster.shutdown().await;
+}
