@@ -9,9 +9,10 @@ use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::{
     admissionregistration::v1 as admreg, apps::v1 as apps, authentication::v1 as authn,
-    autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as net,
-    policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
+    authorization::v1 as authz, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
+    events::v1 as events, networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
+    storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use schemars::JsonSchema;
@@ -558,6 +559,11 @@ fn table() -> Vec<Builtin> {
             schema_of::<storage::StorageClass>).short(&["sc"]),
         b("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false,
             schema_of::<authn::TokenReview>).create_only(),
+        b("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "selfsubjectaccessreview",
+            "SelfSubjectAccessReview", false, schema_of::<authz::SelfSubjectAccessReview>)
+            .create_only(),
+        b("authorization.k8s.io", "v1", "subjectaccessreviews", "subjectaccessreview",
+            "SubjectAccessReview", false, schema_of::<authz::SubjectAccessReview>).create_only(),
         b("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler",
             "HorizontalPodAutoscaler", true, schema_of::<autoscaling::HorizontalPodAutoscaler>)
             .short(&["hpa"]).status().generation().all(),

@@ -176,6 +176,40 @@ impl ApiError {
         .with_details(s.details())
     }
 
+    /// 403 from the authorizer, as upstream's `NewForbidden(groupResource, name, err)` words it:
+    /// `pods "x" is forbidden: WHY`, `pods is forbidden: WHY` without a name, `forbidden: WHY`
+    /// for non-resource URLs (empty `resource`).
+    pub fn forbidden_request(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let subject = Subject {
+            group,
+            resource,
+            name,
+        };
+        let message = if resource.is_empty() {
+            format!("forbidden: {why}")
+        } else if name.is_empty() {
+            format!("{} is forbidden: {why}", subject.qualified())
+        } else {
+            format!("{} {name:?} is forbidden: {why}", subject.qualified())
+        };
+        let mut details = serde_json::Map::new();
+        if !name.is_empty() {
+            details.insert("name".into(), json!(name));
+        }
+        if !group.is_empty() {
+            details.insert("group".into(), json!(group));
+        }
+        if !resource.is_empty() {
+            details.insert("kind".into(), json!(resource));
+        }
+        Self::new(403, "Forbidden", message).with_details(Value::Object(details))
+    }
+
+    /// 401 for a request whose credentials do not authenticate (upstream says no more).
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 405 for a verb a resource does not support.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message).with_details(json!({}))

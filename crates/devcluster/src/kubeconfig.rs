@@ -2,9 +2,13 @@
 
 use std::path::Path;
 
+/// The token of the kubeconfig's user: the server takes it (like no token at all) for the
+/// administrator, `system:admin` in `system:masters`.
+pub const ADMIN_TOKEN: &str = "devcluster-admin";
+
 /// Renders a kubeconfig whose current context points at `url` as an administrator.
 pub fn render(url: &str) -> String {
-    // A bearer token keeps every client's loader happy; devcluster authorizes everyone.
+    // A bearer token keeps every client's loader happy; the server knows it as the admin's.
     format!(
         "apiVersion: v1
 kind: Config
@@ -22,7 +26,7 @@ current-context: devcluster
 users:
 - name: devcluster-admin
   user:
-    token: devcluster-admin
+    token: {ADMIN_TOKEN}
 preferences: {{}}
 "
     )

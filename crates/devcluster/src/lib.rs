@@ -16,6 +16,7 @@
 pub mod admission;
 pub mod api;
 pub mod apply;
+pub mod audit;
 pub mod builtin;
 pub mod controllers;
 pub mod conversion;
@@ -27,6 +28,8 @@ pub mod kubeconfig;
 pub mod objects;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
+pub mod request_info;
 pub mod resources;
 pub mod route;
 pub mod schema;
@@ -44,6 +47,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use api::{ApiConfig, ApiServer};
+pub use audit::{Audit, AuditEntry, Permission};
+pub use rbac::Authorization;
 pub use store::StoreConfig;
 
 /// Failures starting a cluster.
@@ -74,6 +79,12 @@ pub struct Options {
     pub store: StoreConfig,
     /// Which of the controller-manager's controllers run (all by default).
     pub controllers: controllers::ControllerOptions,
+    /// The authorizer: everyone may do anything (default), or RBAC for every user but the
+    /// administrator (see `docs/devcluster.md`, Authentication, authorization and audit).
+    pub authorization: Authorization,
+    /// A file every request's audit entry is appended to as a JSON line, besides the in-memory
+    /// trail of [`DevCluster::audit`].
+    pub audit_log: Option<PathBuf>,
 }
 
 /// A running cluster. Dropping it stops the server (prefer [`DevCluster::shutdown`]).
@@ -102,7 +113,12 @@ impl DevCluster {
     pub async fn start(options: Options) -> Result<Self, Error> {
         let api = ApiServer::new(ApiConfig {
             store: options.store.clone(),
+            authorization: options.authorization,
+            audit_capacity: 0,
         });
+        if let Some(path) = &options.audit_log {
+            api.audit.log_to(path)?;
+        }
         let (listener, addr) = server::bind(options.port).await?;
         let url = format!("http://{addr}");
         let (kubeconfig, tempdir) = match options.kubeconfig {
@@ -189,6 +205,27 @@ impl DevCluster {
     /// The server state, for test hooks ([`ApiServer::store`] compaction and the like).
     pub fn api(&self) -> &Arc<ApiServer> {
         &self.api
+    }
+
+    /// The audit trail: every request's user, attributes and status code, e.g.
+    /// `cluster.audit().used("system:serviceaccount:ns:sa")` for what one service account used.
+    pub fn audit(&self) -> &Audit {
+        &self.api.audit
+    }
+
+    /// A kube client authenticating with `token` (a service account token from TokenRequest),
+    /// so RBAC applies to it.
+    pub fn client_with_token(&self, token: &str) -> Result<kube::Client, Error> {
+        let url = self
+            .url
+            .parse()
+            .map_err(|e| Error::Client(format!("the server URL: {e}")))?;
+        let mut config = kube::Config::new(url);
+        // AuthInfo's token is a secret type of kube's; its deserializer builds one without a
+        // dependency on the secrecy crate here.
+        config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+            .map_err(|e| Error::Client(format!("auth info: {e}")))?;
+        kube::Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
     }
 
     /// Forgets history as an etcd compaction does: watches from before now get 410 Gone.

@@ -30,10 +30,26 @@ enum Command {
         /// Run no controllers (garbage collection and the workload controllers): an API server only.
         #[arg(long, env = "DEVCLUSTER_NO_CONTROLLERS")]
         no_controllers: bool,
+        /// Authorizer: `always-allow` (everyone may do anything) or `rbac` (Roles and bindings
+        /// decide for every user but the administrator of the kubeconfig).
+        #[arg(long, value_enum, default_value_t = AuthorizationMode::AlwaysAllow, env = "DEVCLUSTER_AUTHORIZATION")]
+        authorization: AuthorizationMode,
+        /// Append every request's audit entry to this file as a JSON line.
+        #[arg(long, env = "DEVCLUSTER_AUDIT_LOG")]
+        audit_log: Option<PathBuf>,
         /// Log level filter (tracing syntax).
         #[arg(long, default_value = "info", env = "DEVCLUSTER_LOG")]
         log_level: String,
     },
+}
+
+/// `--authorization` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AuthorizationMode {
+    /// Everyone may do anything.
+    AlwaysAllow,
+    /// Roles and bindings decide, for every user but the kubeconfig's administrator.
+    Rbac,
 }
 
 #[tokio::main]
@@ -44,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
             port,
             kubeconfig,
             no_controllers,
+            authorization,
+            audit_log,
             log_level,
         } => {
             tracing_subscriber::fmt()
@@ -58,6 +76,11 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     Default::default()
                 },
+                authorization: match authorization {
+                    AuthorizationMode::AlwaysAllow => devcluster::Authorization::AlwaysAllow,
+                    AuthorizationMode::Rbac => devcluster::Authorization::Rbac,
+                },
+                audit_log,
                 ..Default::default()
             })
             .await

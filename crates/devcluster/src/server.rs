@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::{ApiRequest, ApiServer, Reply};
+use crate::api::{ApiRequest, ApiServer, Credentials, Reply};
 use crate::error::ApiError;
 
 /// Largest request body accepted (etcd's object limit is 1.5 MiB; leave room for YAML).
@@ -28,6 +28,27 @@ fn header_str(req: &Request, name: header::HeaderName) -> String {
         .to_owned()
 }
 
+/// The identity headers of a request.
+fn credentials(headers: &http::HeaderMap) -> Credentials {
+    let one = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Credentials {
+        authorization: one(header::AUTHORIZATION.as_str()),
+        impersonate_user: one("impersonate-user"),
+        impersonate_uid: one("impersonate-uid"),
+        impersonate_groups: headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
 async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -35,6 +56,7 @@ async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response 
     let accept = header_str(&req, header::ACCEPT);
     let content_type = header_str(&req, header::CONTENT_TYPE);
     let user_agent = header_str(&req, header::USER_AGENT);
+    let credentials = credentials(req.headers());
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
@@ -57,6 +79,7 @@ async fn handle(State(server): State<Arc<ApiServer>>, req: Request) -> Response 
         content_type,
         user_agent,
         body,
+        credentials,
     };
     reply(server.handle(api_req).await)
 }

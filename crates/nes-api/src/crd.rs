@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Address, Route, VlanLink};
 use crate::items::ItemState;
 
+/// Kinds of change a `NetworkCare` filters on (defined with the reports that carry them).
+pub use crate::report::ChangeKind;
+
 /// The API group of the nes resources.
 pub const GROUP: &str = "nes.kubecrew.io";
 
@@ -157,22 +160,6 @@ pub struct StatusFilter {
     /// Kinds of change; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<ChangeKind>,
-}
-
-/// A kind of status change.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
-)]
-#[serde(rename_all = "camelCase")]
-pub enum ChangeKind {
-    /// A link's operstate, MTU or address changed, or a link came or went.
-    Link,
-    /// An address came or went.
-    Address,
-    /// A route came or went.
-    Route,
-    /// An item's result changed.
-    Result,
 }
 
 /// An HTTP callback.

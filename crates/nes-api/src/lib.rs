@@ -11,14 +11,19 @@
 //! - [`validate`](mod@validate): [`validate()`] and [`ValidationError`].
 //! - [`plan`]: [`apply_order`] and [`diff`].
 //! - [`request`]: a pod's configuration requests and [`merge()`] into its one configuration.
+//! - [`report`]: what nes-manager delivers to a `NetworkCare` callback.
+//! - [`cli`]: the application-facing REST API (nes-cliserver, nescli) and [`ItemKey`]'s textual
+//!   forms.
 //!
 //! See `docs/nes-api.md` for JSON examples and the validation rules.
 
+pub mod cli;
 pub mod config;
 #[cfg(feature = "crd")]
 pub mod crd;
 pub mod items;
 pub mod plan;
+pub mod report;
 pub mod request;
 pub mod status;
 pub mod validate;

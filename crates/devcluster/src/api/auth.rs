@@ -272,31 +272,42 @@ fn check_objects(server: &ApiServer, claims: &Claims) -> Result<(), String> {
     Ok(())
 }
 
-/// The `status` of a TokenReview of `token` for `wanted` audiences (empty: the server's own).
-fn review_status(server: &ApiServer, token: &str, wanted: &[String]) -> Value {
-    let claims = match token::verify(server.token_key(), token, now_seconds()) {
-        Ok(claims) => claims,
-        Err(e) => return unauthenticated(&e.to_string()),
-    };
+/// Authenticates `token` for `wanted` audiences (empty: the server's own): the verified claims
+/// and the audiences they share, or why the token does not authenticate (upstream's wording).
+pub(super) fn authenticate_token(
+    server: &ApiServer,
+    token: &str,
+    wanted: &[String],
+) -> Result<(Claims, Vec<String>), String> {
+    let claims =
+        token::verify(server.token_key(), token, now_seconds()).map_err(|e| e.to_string())?;
     let wanted = if wanted.is_empty() {
         vec![ISSUER.to_owned()]
     } else {
         wanted.to_vec()
     };
-    let audiences: Vec<&String> = wanted
+    let audiences: Vec<String> = wanted
         .iter()
         .filter(|a| claims.audiences.contains(a))
+        .cloned()
         .collect();
     if audiences.is_empty() {
         // Upstream's wording (`authenticator.Audiences` mismatch in the JWT authenticator).
-        return unauthenticated(&format!(
+        return Err(format!(
             "token audiences {:?} is invalid for the target audiences {:?}",
             claims.audiences, wanted
         ));
     }
-    if let Err(why) = check_objects(server, &claims) {
-        return unauthenticated(&why);
-    }
+    check_objects(server, &claims)?;
+    Ok((claims, audiences))
+}
+
+/// The `status` of a TokenReview of `token` for `wanted` audiences (empty: the server's own).
+fn review_status(server: &ApiServer, token: &str, wanted: &[String]) -> Value {
+    let (claims, audiences) = match authenticate_token(server, token, wanted) {
+        Ok(ok) => ok,
+        Err(why) => return unauthenticated(&why),
+    };
     let ns = &claims.namespace;
     let mut extra = serde_json::Map::new();
     if let Some(Bound::Pod(pod)) = &claims.bound {

@@ -4,6 +4,7 @@
 //! [`delete`].
 
 mod auth;
+pub mod authz;
 mod delete;
 mod lifecycle;
 mod read;
@@ -20,9 +21,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::admission::{Admission, ServiceResolver};
+use crate::audit::{Audit, AuditEntry};
 use crate::builtin::builtin_resources;
 use crate::discovery;
 use crate::error::{ApiError, Subject};
+use crate::rbac::{Authorization, UserInfo};
+use crate::request_info;
 use crate::resources::{Registry, ResourceInfo};
 use crate::route::{self, ResourcePath, Route};
 use crate::store::{Collection, Store, StoreConfig};
@@ -139,6 +143,36 @@ pub struct ApiRequest {
     pub user_agent: String,
     /// Body bytes.
     pub body: Bytes,
+    /// Who the client says it is.
+    pub credentials: Credentials,
+}
+
+/// The identity headers of a request.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// `Authorization` header.
+    pub authorization: Option<String>,
+    /// `Impersonate-User` header.
+    pub impersonate_user: Option<String>,
+    /// `Impersonate-Group` headers.
+    pub impersonate_groups: Vec<String>,
+    /// `Impersonate-Uid` header.
+    pub impersonate_uid: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Tokens never reach logs, even debug ones.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .field("impersonate_user", &self.impersonate_user)
+            .field("impersonate_groups", &self.impersonate_groups)
+            .field("impersonate_uid", &self.impersonate_uid)
+            .finish()
+    }
 }
 
 /// What the server answers.
@@ -151,6 +185,16 @@ pub enum Reply {
     Bytes(StatusCode, Bytes),
     /// An empty body (HEAD, OPTIONS).
     Empty(StatusCode),
+}
+
+impl Reply {
+    /// The HTTP status code of the answer (a watch stream starts with 200).
+    pub fn code(&self) -> u16 {
+        match self {
+            Reply::Json(code, _) | Reply::Bytes(code, _) | Reply::Empty(code) => code.as_u16(),
+            Reply::Stream(_) => 200,
+        }
+    }
 }
 
 impl From<ApiError> for Reply {
@@ -167,6 +211,10 @@ impl From<ApiError> for Reply {
 pub struct ApiConfig {
     /// Storage settings.
     pub store: StoreConfig,
+    /// The authorizer.
+    pub authorization: Authorization,
+    /// How many audit entries are kept in memory (0: [`crate::audit::DEFAULT_CAPACITY`]).
+    pub audit_capacity: usize,
 }
 
 /// The API server state shared by every request.
@@ -183,6 +231,10 @@ pub struct ApiServer {
     /// HMAC key of the service account tokens this server issues; random per server and
     /// never published, so only this server's TokenReview verifies its tokens.
     token_key: [u8; 32],
+    /// The authorizer requests pass.
+    authorization: Authorization,
+    /// Every request and its answer.
+    pub audit: Audit,
 }
 
 /// Resolves webhook services to addresses: devcluster runs no kube-proxy, so a Service is
@@ -231,6 +283,12 @@ impl ApiServer {
             next_cluster_ip: AtomicU32::new(10),
             cleanups: Mutex::new(HashSet::new()),
             token_key: rand::random(),
+            authorization: config.authorization,
+            audit: Audit::new(if config.audit_capacity == 0 {
+                crate::audit::DEFAULT_CAPACITY
+            } else {
+                config.audit_capacity
+            }),
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -286,15 +344,54 @@ impl ApiServer {
         });
     }
 
-    /// Handles one request.
-    pub async fn handle(self: &Arc<Self>, req: ApiRequest) -> Reply {
-        match self.dispatch(req).await {
-            Ok(reply) => reply,
-            Err(e) => e.into(),
-        }
+    /// The authorizer this server runs.
+    pub fn authorization(&self) -> Authorization {
+        self.authorization
     }
 
-    async fn dispatch(self: &Arc<Self>, req: ApiRequest) -> Result<Reply, ApiError> {
+    /// Handles one request: authentication, impersonation, authorization (as upstream's
+    /// filters, before the path is resolved), the verb, and the audit entry of the answer.
+    pub async fn handle(self: &Arc<Self>, req: ApiRequest) -> Reply {
+        let info = request_info::parse(&req.method, &req.path, req.query.as_deref());
+        let identity = authz::authenticate(self, &req.credentials)
+            .map_err(|e| (String::new(), None, e))
+            .and_then(|user| {
+                let name = user.name.clone();
+                authz::impersonate(self, user, &req.credentials).map_err(|e| (name, None, e))
+            })
+            .and_then(|id| {
+                let decision = self.authorize(&id.user, &info);
+                if decision.allowed {
+                    Ok(id)
+                } else {
+                    let e = authz::forbidden(&id.user.name, &info, &decision.reason);
+                    Err((id.user.name, id.impersonated_by, e))
+                }
+            });
+        let (identity, reply) = match identity {
+            Ok(id) => {
+                let reply = match self.dispatch(req, &id.user).await {
+                    Ok(reply) => reply,
+                    Err(e) => e.into(),
+                };
+                ((id.user.name, id.impersonated_by), reply)
+            }
+            Err((user, by, e)) => ((user, by), e.into()),
+        };
+        self.audit.record(AuditEntry::new(
+            &identity.0,
+            identity.1.as_deref(),
+            &info,
+            reply.code(),
+        ));
+        reply
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        req: ApiRequest,
+        user: &UserInfo,
+    ) -> Result<Reply, ApiError> {
         let route = route::parse(&req.path).ok_or_else(ApiError::no_route)?;
         if req.method == Method::OPTIONS || req.method == Method::HEAD {
             return Ok(Reply::Empty(StatusCode::OK));
@@ -320,7 +417,7 @@ impl ApiServer {
                     .map(|v| Reply::Json(StatusCode::OK, v))
                     .ok_or_else(ApiError::no_route)
             }
-            Route::Resource(path) => self.resource(req, path).await,
+            Route::Resource(path) => self.resource(req, path, user).await,
         }
     }
 
@@ -328,6 +425,7 @@ impl ApiServer {
         self: &Arc<Self>,
         req: ApiRequest,
         path: ResourcePath,
+        user: &UserInfo,
     ) -> Result<Reply, ApiError> {
         let info = self
             .registry
@@ -368,6 +466,20 @@ impl ApiServer {
         if info.group == "authentication.k8s.io" && info.plural == "tokenreviews" {
             return match (&req.method, path.name.as_deref(), sub) {
                 (&Method::POST, None, None) if !watch => auth::review(self, &req),
+                _ => not_allowed(),
+            };
+        }
+        if info.group == "authorization.k8s.io"
+            && matches!(
+                info.plural.as_str(),
+                "selfsubjectaccessreviews" | "subjectaccessreviews"
+            )
+        {
+            let self_review = info.plural == "selfsubjectaccessreviews";
+            return match (&req.method, path.name.as_deref(), sub) {
+                (&Method::POST, None, None) if !watch => {
+                    authz::access_review(self, &req, user, self_review)
+                }
                 _ => not_allowed(),
             };
         }
