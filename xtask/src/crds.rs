@@ -1,7 +1,8 @@
 //! `cargo xtask crds`: regenerates `deploy/crds/<operator>/crds.yaml` (and the
 //! `kustomization.yaml` beside it, so the operator's kustomize base can include the directory)
-//! from the Rust types of every operator, by running each operator binary's `crd` subcommand. An operator is a workspace
-//! package that depends on `operator-core` and has a binary of its own name. `--check` fails
+//! from the Rust types of every operator, by running each operator binary's `crd` subcommand.
+//! An operator is a workspace package that depends on `operator-core` and has a binary of its
+//! own name, unless its `[package.metadata.kubecrew]` says `operator = false`. `--check` fails
 //! when the committed YAML differs from what the types generate (CI runs it).
 
 use std::path::Path;
@@ -38,7 +39,9 @@ fn operators(root: &Path) -> anyhow::Result<Vec<String>> {
                     .as_array()
                     .is_some_and(|k| k.iter().any(|k| k == "bin"))
         });
-        if uses_core && has_bin {
+        // A package can say it is not an operator even though it uses operator-core.
+        let opted_out = pkg["metadata"]["kubecrew"]["operator"] == Value::Bool(false);
+        if uses_core && has_bin && !opted_out {
             names.push(name.to_owned());
         }
     }

@@ -16,6 +16,9 @@ pub const IMAGES: &[&str] = &[
     "http-peer",
     "nes-agent",
     "nes-controller",
+    "nes-manager",
+    "nes-cliserver",
+    "nescli",
 ];
 
 /// What to build and where to put it.

@@ -1,0 +1,161 @@
+//! A test fixture (feature `testing`): devcluster with the nes CRDs, a ServiceAccount `app`,
+//! a StatefulSet `x` with pods `x-0` and `x-1`, and this server running in-process. Used by
+//! this crate's integration tests and by nescli's.
+
+use std::time::Duration;
+
+use devcluster::{DevCluster, Options};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::CustomResourceExt;
+use kube::api::{Api, PostParams};
+use nes_api::crd::{NetworkCare, NetworkConfiguration};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::{AppState, Settings};
+
+/// The namespace of the fixture's objects.
+pub const NAMESPACE: &str = "default";
+/// The audience the server requires and the fixture's tokens carry.
+pub const AUDIENCE: &str = "nes-cliserver";
+/// The StatefulSet.
+pub const STATEFULSET: &str = "x";
+/// How long the fixture waits for the cluster.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running cluster and server.
+pub struct Fixture {
+    /// The cluster.
+    pub cluster: DevCluster,
+    /// A client of it.
+    pub client: kube::Client,
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The server's state (its metrics).
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Fixture {
+    /// Starts everything and waits for the pods `x-0` and `x-1`.
+    pub async fn start() -> Fixture {
+        let cluster = DevCluster::start(Options::default())
+            .await
+            .expect("devcluster starts");
+        let client = cluster.client();
+        for crd in [NetworkConfiguration::crd(), NetworkCare::crd()] {
+            cluster.install_crd(&crd).await.expect("CRD installs");
+        }
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+        sas.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap(),
+        )
+        .await
+        .expect("ServiceAccount created");
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+        let set = serde_json::from_value(json!({
+            "metadata": {"name": STATEFULSET},
+            "spec": {
+                "replicas": 2,
+                "serviceName": STATEFULSET,
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": {"app": STATEFULSET}},
+                "template": {
+                    "metadata": {"labels": {"app": STATEFULSET}},
+                    "spec": {
+                        "serviceAccountName": "app",
+                        "containers": [{"name": "app", "image": "app:1"}]
+                    }
+                }
+            }
+        }))
+        .unwrap();
+        sets.create(&PostParams::default(), &set)
+            .await
+            .expect("StatefulSet created");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        for name in ["x-0", "x-1"] {
+            testkit::eventually(&format!("pod {name} exists"), TIMEOUT, || async {
+                pods.get_opt(name).await.ok().flatten()
+            })
+            .await;
+        }
+        let state = AppState::new(
+            client.clone(),
+            Settings {
+                audience: Some(AUDIENCE.into()),
+                ..Settings::default()
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(crate::serve(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Fixture {
+            cluster,
+            client,
+            url,
+            state,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// A token of ServiceAccount `app` bound to `pod`, for [`AUDIENCE`].
+    pub async fn token(&self, pod: &str) -> String {
+        let request = TokenRequest {
+            metadata: Default::default(),
+            spec: TokenRequestSpec {
+                audiences: vec![AUDIENCE.into()],
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.into()),
+                    uid: None,
+                }),
+                expiration_seconds: None,
+            },
+            status: None,
+        };
+        Api::<ServiceAccount>::namespaced(self.client.clone(), NAMESPACE)
+            .create_token_request("app", &PostParams::default(), &request)
+            .await
+            .expect("TokenRequest")
+            .status
+            .expect("TokenRequest status")
+            .token
+    }
+
+    /// The URL of a pod's resources: `{url}/v1/namespaces/default/pods/{pod}`.
+    pub fn pod_url(&self, pod: &str) -> String {
+        format!("{}{}", self.url, nes_api::cli::pod_path(NAMESPACE, pod))
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop_server(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    /// Stops the server and the cluster.
+    pub async fn shutdown(mut self) {
+        self.stop_server().await;
+        self.cluster.shutdown().await;
+    }
+}

@@ -1,0 +1,396 @@
+//! nes-manager against devcluster with fake agents (the agent's real HTTP API over a fake
+//! `Agent`) on loopback addresses: pushes, status from results and result changes, re-pushes
+//! on spec change / agent restart / pod re-creation, no push after a manager restart, and
+//! NetworkCare deliveries (success and failure).
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::*;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use nes_api::ItemState;
+use nes_api::crd::{NetworkCare, NetworkConfiguration};
+use nes_api::report::ChangeKind;
+use serde_json::json;
+use testkit::eventually;
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_nothing() {
+    let cluster = cluster().await;
+    let agent_ip = ip("127.0.1.2");
+    let port = free_port(agent_ip).await;
+    let server = AgentServer::start(agent_ip, port, &["lo", "eth0"]).await;
+    let agent = server.agent.clone();
+    agent.answer_with(ItemState::Pending);
+    let manager = Manager::start(&cluster, port);
+
+    let uid = running_pod(&cluster, "app-0", agent_ip, json!({})).await;
+    network_configuration(&cluster, "app-0", &["10.1.0.5/24"]).await;
+
+    // Pushed once; the agent's pending results are reported.
+    let status = eventually("the pending results in the status", TIMEOUT, || async {
+        let s = nc_status(&cluster, "app-0").await?;
+        (s.results.len() == 2 && s.applied_generation == Some(1)).then_some(s)
+    })
+    .await;
+    assert_eq!(status.pod_uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(status.boot_id.as_deref(), Some(agent.boot_id.as_str()));
+    assert!(status.results.iter().all(|r| r.state == ItemState::Pending));
+    assert_eq!(
+        condition(&status.conditions, "Progressing"),
+        Some(("True".into(), "ItemsPending".into()))
+    );
+    assert_eq!(
+        condition(&status.conditions, "Available").unwrap().0,
+        "False"
+    );
+    assert_eq!(agent.stored().unwrap().generation, 1);
+
+    // The agent applies the pending items later: the status stream brings it to the resource.
+    agent.set_results(ItemState::Applied);
+    let status = eventually("Available after the agent applied", TIMEOUT, || async {
+        let s = nc_status(&cluster, "app-0").await?;
+        (condition(&s.conditions, "Available")? == ("True".into(), "Applied".into())).then_some(s)
+    })
+    .await;
+    assert!(status.last_successful_update_time.is_some());
+    assert_eq!(agent.puts(), 1);
+
+    // A spec change is pushed with the new generation.
+    let api: Api<NetworkConfiguration> = Api::namespaced(cluster.client(), NS);
+    let patch = json!({"spec": {"addresses": [
+        {"interface": "eth0.100", "cidr": "10.1.0.5/24"},
+        {"interface": "eth0.100", "cidr": "10.1.0.6/24"},
+    ]}});
+    api.patch("app-0", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    agent.answer_with(ItemState::Applied);
+    let status = eventually("generation 2 applied", TIMEOUT, || async {
+        let s = nc_status(&cluster, "app-0").await?;
+        (s.applied_generation == Some(2) && s.observed_generation == Some(2)).then_some(s)
+    })
+    .await;
+    assert_eq!(status.results.len(), 3);
+    assert_eq!(agent.stored().unwrap().addresses.len(), 2);
+    assert_eq!(agent.stored().unwrap().generation, 2);
+    assert_eq!(agent.puts(), 2);
+
+    // An invalid spec is reported and not pushed.
+    let broken =
+        json!({"spec": {"vlans": [{"name": "eth0.100", "parent": "eth0", "vlanId": 5000}]}});
+    api.patch("app-0", &PatchParams::default(), &Patch::Merge(&broken))
+        .await
+        .unwrap();
+    let status = eventually("InvalidSpec", TIMEOUT, || async {
+        let s = nc_status(&cluster, "app-0").await?;
+        (condition(&s.conditions, "Degraded")? == ("True".into(), "InvalidSpec".into()))
+            .then_some(s)
+    })
+    .await;
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(message.contains("vlans[0].vlanId"), "{message}");
+    assert_eq!(agent.puts(), 2);
+    let fixed = json!({"spec": {"vlans": [{"name": "eth0.100", "parent": "eth0", "vlanId": 100}]}});
+    api.patch("app-0", &PatchParams::default(), &Patch::Merge(&fixed))
+        .await
+        .unwrap();
+    eventually("the fixed spec applied", TIMEOUT, || async {
+        let s = nc_status(&cluster, "app-0").await?;
+        (s.applied_generation == Some(4) && condition(&s.conditions, "Available")?.0 == "True")
+            .then_some(())
+    })
+    .await;
+    // The agent already had this content (generation 2): nothing is sent for generation 4.
+    assert_eq!(agent.puts(), 2);
+
+    // A restarted manager pushes nothing, but follows the agent again.
+    manager.stop().await;
+    eventually("the old manager's stream closed", TIMEOUT, || async {
+        (server.state.watchers() == 0).then_some(())
+    })
+    .await;
+    let manager = Manager::start(&cluster, port);
+    eventually("the new manager follows the agent", TIMEOUT, || async {
+        (server.state.watchers() == 1).then_some(())
+    })
+    .await;
+    agent.set_results(ItemState::Failed);
+    let status = eventually(
+        "the failure reported by the new manager",
+        TIMEOUT,
+        || async {
+            let s = nc_status(&cluster, "app-0").await?;
+            (condition(&s.conditions, "Degraded")? == ("True".into(), "ItemsFailed".into()))
+                .then_some(s)
+        },
+    )
+    .await;
+    assert!(status.results.iter().all(|r| r.state == ItemState::Failed));
+    assert_eq!(
+        agent.puts(),
+        2,
+        "a manager restart must not re-apply anything"
+    );
+
+    manager.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn agent_restart_and_pod_recreation_push_again() {
+    let cluster = cluster().await;
+    let first_ip = ip("127.0.2.2");
+    let port = free_port(first_ip).await;
+    let first = AgentServer::start(first_ip, port, &["lo", "eth0"]).await;
+    let manager = Manager::start(&cluster, port);
+    let uid = running_pod(&cluster, "db-0", first_ip, json!({})).await;
+    network_configuration(&cluster, "db-0", &["10.2.0.5/24"]).await;
+    let boot = first.agent.boot_id.to_string();
+    eventually("applied by the first agent", TIMEOUT, || async {
+        let s = nc_status(&cluster, "db-0").await?;
+        (s.boot_id.as_deref() == Some(boot.as_str())
+            && condition(&s.conditions, "Available")?.0 == "True")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(first.agent.puts(), 1);
+
+    // The agent restarts with an empty state: a new boot id, pushed again.
+    first.stop().await;
+    let restarted = AgentServer::start(first_ip, port, &["lo", "eth0"]).await;
+    let boot = restarted.agent.boot_id.to_string();
+    eventually("re-pushed to the restarted agent", TIMEOUT, || async {
+        let s = nc_status(&cluster, "db-0").await?;
+        (s.boot_id.as_deref() == Some(boot.as_str())
+            && condition(&s.conditions, "Available")?.0 == "True")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(restarted.agent.puts(), 1);
+    assert_eq!(restarted.agent.stored().unwrap().generation, 1);
+    assert_eq!(
+        nc_status(&cluster, "db-0")
+            .await
+            .unwrap()
+            .pod_uid
+            .as_deref(),
+        Some(uid.as_str())
+    );
+
+    // The pod is re-created under the same name (elsewhere): pushed to the new pod's agent.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client(), NS);
+    pods.delete("db-0", &DeleteParams::default()).await.unwrap();
+    eventually("the pod is gone", TIMEOUT, || async {
+        pods.get_opt("db-0").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let second_ip = ip("127.0.2.3");
+    let second = AgentServer::start(second_ip, port, &["lo", "eth0"]).await;
+    let new_uid = running_pod(&cluster, "db-0", second_ip, json!({})).await;
+    assert_ne!(new_uid, uid);
+    eventually("pushed to the re-created pod", TIMEOUT, || async {
+        let s = nc_status(&cluster, "db-0").await?;
+        (s.pod_uid.as_deref() == Some(new_uid.as_str())
+            && condition(&s.conditions, "Available")?.0 == "True")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(second.agent.puts(), 1);
+    assert_eq!(
+        restarted.agent.puts(),
+        1,
+        "the old address gets nothing more"
+    );
+
+    manager.stop().await;
+    restarted.stop().await;
+    second.stop().await;
+}
+
+async fn network_care(cluster: &devcluster::DevCluster, name: &str, spec: serde_json::Value) {
+    let care: NetworkCare = serde_json::from_value(json!({
+        "apiVersion": "nes.kubecrew.io/v1alpha1", "kind": "NetworkCare",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<NetworkCare>::namespaced(cluster.client(), NS)
+        .create(&PostParams::default(), &care)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn network_care_delivers_filtered_link_changes() {
+    let cluster = cluster().await;
+    let agent_ip = ip("127.0.3.2");
+    let port = free_port(agent_ip).await;
+    let server = AgentServer::start(agent_ip, port, &["lo", "eth0", "eth1"]).await;
+    let agent = server.agent.clone();
+    let callback = Callback::start(200).await;
+    let manager = Manager::start(&cluster, port);
+    let uid = running_pod(&cluster, "web-0", agent_ip, json!({"app": "web"})).await;
+    network_care(
+        &cluster,
+        "watcher",
+        json!({
+            "pods": {"selector": {"matchLabels": {"app": "web"}}},
+            "filter": {"interfaces": ["eth0"], "changes": ["link"]},
+            "callback": {"url": callback.url},
+        }),
+    )
+    .await;
+    eventually("the care selects the pod", TIMEOUT, || async {
+        let s = care_status(&cluster, "watcher").await?;
+        (condition(&s.conditions, "Ready")? == ("True".into(), "Delivering".into())
+            && server.state.watchers() == 1)
+            .then_some(())
+    })
+    .await;
+
+    // eth1 is filtered out. eth0 is toggled until a report arrives: the subscription's first
+    // snapshot is its baseline, and the test cannot see when the hub took it.
+    agent.set_link("eth1", "down");
+    let report = eventually("a report of eth0", TIMEOUT, || async {
+        if let Some(r) = callback.reports().into_iter().next() {
+            return Some(r);
+        }
+        let next = if agent.operstate("eth0") == "up" {
+            "down"
+        } else {
+            "up"
+        };
+        agent.set_link("eth0", next);
+        None
+    })
+    .await;
+    assert_eq!(report.network_care.name, "watcher");
+    assert_eq!(report.network_care.namespace, NS);
+    assert_eq!(report.pod, "web-0");
+    assert_eq!(report.pod_uid, uid);
+    assert_eq!(report.boot_id, agent.boot_id);
+    assert!(
+        report.time.parse::<jiff::Timestamp>().is_ok(),
+        "{}",
+        report.time
+    );
+    assert_eq!(report.changes.len(), 1, "{:?}", report.changes);
+    let change = &report.changes[0];
+    assert_eq!(change.kind, ChangeKind::Link);
+    assert_eq!(change.interface.as_deref(), Some("eth0"));
+    assert!(
+        change.message.starts_with("link eth0: operstate"),
+        "{}",
+        change.message
+    );
+    assert!(
+        callback
+            .reports()
+            .iter()
+            .flat_map(|r| &r.changes)
+            .all(|c| c.interface.as_deref() == Some("eth0")),
+        "eth1 is filtered out"
+    );
+    assert_eq!(report.status.links.len(), 3, "the whole current status");
+
+    let delivered = callback.reports().len() as i64;
+    let status = eventually("the deliveries counted", TIMEOUT, || async {
+        let s = care_status(&cluster, "watcher").await?;
+        (s.deliveries >= delivered && s.last_delivery_time.is_some()).then_some(s)
+    })
+    .await;
+    assert_eq!(status.failures, 0);
+    assert!(status.last_error.is_none());
+
+    manager.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_callback_is_retried_then_counted_as_a_failure() {
+    let cluster = cluster().await;
+    let agent_ip = ip("127.0.4.2");
+    let port = free_port(agent_ip).await;
+    let server = AgentServer::start(agent_ip, port, &["lo", "eth0"]).await;
+    let agent = server.agent.clone();
+    let callback = Callback::start(500).await;
+    let manager = Manager::start(&cluster, port);
+    running_pod(&cluster, "api-0", agent_ip, json!({})).await;
+    network_care(
+        &cluster,
+        "flaky",
+        json!({"pods": {"names": ["api-0"]}, "callback": {"url": callback.url}}),
+    )
+    .await;
+    eventually("following the pod", TIMEOUT, || async {
+        (server.state.watchers() == 1).then_some(())
+    })
+    .await;
+    eventually("a first attempt", TIMEOUT, || async {
+        if callback.posts() > 0 {
+            return Some(());
+        }
+        let next = if agent.operstate("eth0") == "up" {
+            "down"
+        } else {
+            "up"
+        };
+        agent.set_link("eth0", next);
+        None
+    })
+    .await;
+    // Every report is attempted 3 times (the test's setting), then counted once as a failure.
+    let status = eventually("failures counted after the retries", TIMEOUT, || async {
+        let s = care_status(&cluster, "flaky").await?;
+        (s.failures >= 1 && callback.posts() as i64 == 3 * s.failures).then_some(s)
+    })
+    .await;
+    assert_eq!(status.deliveries, 0);
+    let error = status.last_error.clone().unwrap();
+    assert!(
+        error.contains("HTTP 500") && error.contains("3 attempts"),
+        "{error}"
+    );
+    assert!(
+        !error.contains(&callback.url),
+        "no URL in the error: {error}"
+    );
+    assert_eq!(
+        condition(&status.conditions, "Degraded"),
+        Some(("True".into(), "DeliveryFailing".into()))
+    );
+
+    // The callback recovers: the next report is delivered and the condition clears.
+    callback
+        .status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    let next = if agent.operstate("eth0") == "up" {
+        "down"
+    } else {
+        "up"
+    };
+    agent.set_link("eth0", next);
+    let status = eventually("delivered again", TIMEOUT, || async {
+        let s = care_status(&cluster, "flaky").await?;
+        (s.deliveries >= 1 && condition(&s.conditions, "Ready")?.0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        condition(&status.conditions, "Degraded").unwrap().0,
+        "False"
+    );
+
+    manager.stop().await;
+    server.stop().await;
+}
