@@ -407,7 +407,15 @@ fn started_status(pod: &Pod, ip: Ipv4Addr, now: &Time) -> PodStatus {
         .init_containers
         .iter()
         .flatten()
-        .map(|c| container_status(&c.name, c.image.as_deref(), completed(now), false))
+        .map(|c| {
+            // A native sidecar (restartPolicy Always) keeps running beside the containers, as
+            // the kubelet reports it: running and started; other init containers completed.
+            if c.restart_policy.as_deref() == Some("Always") {
+                container_status(&c.name, c.image.as_deref(), running(now), true)
+            } else {
+                container_status(&c.name, c.image.as_deref(), completed(now), false)
+            }
+        })
         .collect();
     PodStatus {
         phase: Some("Running".to_owned()),
@@ -616,10 +624,17 @@ mod tests {
                     image: Some("nginx".into()),
                     ..Container::default()
                 }],
-                init_containers: Some(vec![Container {
-                    name: "init".into(),
-                    ..Container::default()
-                }]),
+                init_containers: Some(vec![
+                    Container {
+                        name: "init".into(),
+                        ..Container::default()
+                    },
+                    Container {
+                        name: "sidecar".into(),
+                        restart_policy: Some("Always".into()),
+                        ..Container::default()
+                    },
+                ]),
                 ..PodSpec::default()
             }),
             status: phase.map(|p| PodStatus {
@@ -660,6 +675,9 @@ mod tests {
         assert!(containers[0].state.as_ref().unwrap().running.is_some());
         let init = status.init_container_statuses.unwrap_or_default();
         assert!(init[0].state.as_ref().unwrap().terminated.is_some());
+        // The native sidecar runs on.
+        assert!(init[1].state.as_ref().unwrap().running.is_some());
+        assert_eq!(init[1].started, Some(true));
     }
 
     #[test]
