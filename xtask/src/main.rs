@@ -3,6 +3,7 @@
 mod crds;
 mod images;
 mod protobuf_descriptors;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
@@ -33,6 +34,8 @@ enum Cmd {
     },
     /// Run the benchmarks and print their figures.
     Bench,
+    /// Render every kustomize overlay and validate each object against the Kubernetes schemas.
+    Validate,
     /// Build one container image per shipped binary (docker or podman) from the Dockerfile.
     Images {
         /// Registry and path prefix of the image names.
@@ -120,6 +123,7 @@ fn main() -> anyhow::Result<()> {
             check(status, "devcluster")
         }
         Cmd::Crds { check } => crds::run(&root, check),
+        Cmd::Validate => validate::run(&root),
         Cmd::Images {
             registry,
             tag,

@@ -20,7 +20,7 @@ use nes_api::{Address, ConfigureRequest, ItemKey, Items, Route, VlanLink};
 /// Where a pod's service account token is mounted by default.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// The in-cluster address of nes-cliserver.
-pub const DEFAULT_SERVER: &str = "http://nes-cliserver.nes-system.svc:7480";
+pub const DEFAULT_SERVER: &str = "http://nes-cliserver.kubecrew-system.svc:7480";
 
 /// Change this pod's network configuration at runtime, read its status, subscribe to reports.
 ///

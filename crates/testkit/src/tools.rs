@@ -22,7 +22,12 @@ pub enum ToolError {
 
 /// The Python packages the tests use, pinned: the Kubernetes client, and librdkafka's
 /// Python binding as a Kafka client nobody here wrote.
-pub const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "confluent-kafka==2.16.1"];
+pub const PYTHON_PACKAGES: &[&str] = &[
+    "kubernetes==37.0.2",
+    "confluent-kafka==2.16.1",
+    // `cargo xtask validate`: the deploy manifests against the Kubernetes schemas.
+    "kubernetes-validate==1.37.0",
+];
 
 /// The Kafka-compatible broker the tests run, pinned.
 pub const TANSU_VERSION: &str = "0.6.0";
