@@ -6,15 +6,20 @@
 //! the current location of each application, and reports a [`Change`] only when it differs.
 //!
 //! Broker restarts are survived: a failed fetch backs off and reconnects; when the broker lost
-//! its log (the offset is past the end, or out of range) reading restarts from the earliest
-//! offset, and the tracker's memory of ids keeps that from reporting anything twice.
+//! its log reading restarts from the earliest offset, and the tracker's memory of ids keeps
+//! that from reporting anything twice. A lost log shows as an offset past the end or out of
+//! range, or (when the new log has already grown back to our position) as a different record
+//! at the last offset we read: after every reconnect that record is fetched again and
+//! compared.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::record::{Record, RecordAndOffset};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -279,10 +284,10 @@ struct Reader {
 impl Reader {
     async fn run(self, start: StartAt) {
         let mut client: Option<PartitionClient> = None;
-        let mut offset: Option<i64> = None;
+        let mut position = Position::default();
         let mut retry = RETRY_MIN;
         while !self.shutdown.is_cancelled() {
-            match self.step(&mut client, &mut offset, start).await {
+            match self.step(&mut client, &mut position, start).await {
                 Ok(()) => retry = RETRY_MIN,
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
@@ -298,28 +303,37 @@ impl Reader {
         }
     }
 
-    /// One fetch (connecting and positioning first when needed).
+    /// One fetch (connecting, and positioning or checking the position, first when needed).
     async fn step(
         &self,
         client: &mut Option<PartitionClient>,
-        offset: &mut Option<i64>,
+        position: &mut Position,
         start: StartAt,
     ) -> Result<(), KafkaError> {
-        if client.is_none() {
-            let c = self.connection.connect().await?;
-            *client = Some(
-                c.partition_client(
-                    self.topic.clone(),
-                    self.partition,
-                    UnknownTopicHandling::Error,
-                )
-                .await?,
-            );
-        }
-        let Some(pc) = client.as_ref() else {
-            return Ok(());
+        let pc = match client {
+            Some(pc) => pc,
+            None => {
+                let c = self.connection.connect().await?;
+                let pc = c
+                    .partition_client(
+                        self.topic.clone(),
+                        self.partition,
+                        UnknownTopicHandling::Error,
+                    )
+                    .await?;
+                if let Some((offset, fingerprint)) = position.last {
+                    if !self.log_continues(&pc, offset, fingerprint).await? {
+                        let earliest = pc.get_offset(OffsetAt::Earliest).await?;
+                        tracing::warn!(topic = %self.topic, partition = self.partition,
+                            last_read = offset, earliest,
+                            "the partition is not the log we were reading; reading it from the start");
+                        *position = Position::at(earliest);
+                    }
+                }
+                client.insert(pc)
+            }
         };
-        let position = match *offset {
+        let next = match position.next {
             Some(o) => o,
             None => {
                 let at = match start {
@@ -327,24 +341,24 @@ impl Reader {
                     StartAt::Latest => OffsetAt::Latest,
                 };
                 let o = pc.get_offset(at).await?;
-                *offset = Some(o);
+                *position = Position::at(o);
                 o
             }
         };
         let fetched = tokio::select! {
             _ = self.shutdown.cancelled() => return Ok(()),
-            r = pc.fetch_records(position, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS) => r,
+            r = pc.fetch_records(next, 1..FETCH_MAX_BYTES, FETCH_WAIT_MS) => r,
         };
         match fetched {
             Ok((records, high_watermark)) => {
-                if records.is_empty() && position > high_watermark {
+                if records.is_empty() && next > high_watermark {
                     // The log restarted below our position: the broker lost it.
-                    tracing::warn!(topic = %self.topic, partition = self.partition, position,
+                    tracing::warn!(topic = %self.topic, partition = self.partition, position = next,
                         high_watermark, "the partition restarted; reading it from the start");
-                    *offset = Some(pc.get_offset(OffsetAt::Earliest).await?);
+                    *position = Position::at(pc.get_offset(OffsetAt::Earliest).await?);
                 }
                 for r in records {
-                    *offset = Some(r.offset + 1);
+                    position.read(&r);
                     match Notification::from_record(&r.record) {
                         Ok(notification) => {
                             let fetched = Fetched {
@@ -367,14 +381,75 @@ impl Reader {
                 ..
             }) => {
                 let earliest = pc.get_offset(OffsetAt::Earliest).await?;
-                tracing::warn!(topic = %self.topic, partition = self.partition, position,
+                tracing::warn!(topic = %self.topic, partition = self.partition, position = next,
                     earliest, "offset out of range; reading from the earliest offset");
-                *offset = Some(earliest);
+                *position = Position::at(earliest);
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Whether the record at `offset` is still the one we read there: a broker that lost its
+    /// log and was written to again has other records at the same offsets.
+    async fn log_continues(
+        &self,
+        pc: &PartitionClient,
+        offset: i64,
+        fingerprint: u64,
+    ) -> Result<bool, KafkaError> {
+        match pc.fetch_records(offset, 1..FETCH_MAX_BYTES, 0).await {
+            Ok((records, _)) => Ok(same_record_at(&records, offset, fingerprint)),
+            Err(RsError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Where a reader is in its partition.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    /// The next offset to fetch; `None` until the start offset is looked up.
+    next: Option<i64>,
+    /// The offset and fingerprint of the last record read, to recognise the same log after a
+    /// reconnect.
+    last: Option<(i64, u64)>,
+}
+
+impl Position {
+    fn at(offset: i64) -> Self {
+        Position {
+            next: Some(offset),
+            last: None,
+        }
+    }
+
+    fn read(&mut self, r: &RecordAndOffset) {
+        self.next = Some(r.offset + 1);
+        self.last = Some((r.offset, fingerprint(&r.record)));
+    }
+}
+
+/// A digest of a record's key, value and timestamp: the same record fetched twice has the same
+/// fingerprint, a record written to a restarted log at the same offset (a new event id, a new
+/// timestamp) almost surely not.
+fn fingerprint(record: &Record) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    record.key.hash(&mut h);
+    record.value.hash(&mut h);
+    record.timestamp.timestamp_millis().hash(&mut h);
+    h.finish()
+}
+
+/// Whether `records` (fetched from `offset`) start with the record we fingerprinted there.
+fn same_record_at(records: &[RecordAndOffset], offset: i64, expected: u64) -> bool {
+    records
+        .iter()
+        .find(|r| r.offset == offset)
+        .is_some_and(|r| fingerprint(&r.record) == expected)
 }
 
 #[cfg(test)]
@@ -489,5 +564,44 @@ mod tests {
             !t.ids.contains("u.0.migrated"),
             "the oldest id was forgotten"
         );
+    }
+
+    fn record_at(offset: i64, value: &str, millis: i64) -> RecordAndOffset {
+        RecordAndOffset {
+            record: Record {
+                key: Some(b"carla".to_vec()),
+                value: Some(value.as_bytes().to_vec()),
+                headers: Default::default(),
+                timestamp: chrono::DateTime::from_timestamp_millis(millis).expect("a time"),
+            },
+            offset,
+        }
+    }
+
+    #[test]
+    fn the_same_record_at_the_last_offset_means_the_same_log() {
+        let read = record_at(4, "event-1", 1_000);
+        let mut position = Position::at(0);
+        position.read(&read);
+        assert_eq!(position.next, Some(5));
+        let (offset, fp) = position.last.expect("remembered");
+        let refetched = [
+            record_at(4, "event-1", 1_000),
+            record_at(5, "event-2", 2_000),
+        ];
+        assert!(same_record_at(&refetched, offset, fp));
+    }
+
+    #[test]
+    fn another_record_or_none_at_the_last_offset_means_a_lost_log() {
+        let fp = fingerprint(&record_at(0, "event-1", 1_000).record);
+        // A restarted broker was written to again: same offset, another event.
+        assert!(!same_record_at(&[record_at(0, "event-9", 1_000)], 0, fp));
+        // Same payload re-published later is another record too.
+        assert!(!same_record_at(&[record_at(0, "event-1", 5_000)], 0, fp));
+        // Nothing there yet.
+        assert!(!same_record_at(&[], 0, fp));
+        // The broker answered from a later offset (compacted away).
+        assert!(!same_record_at(&[record_at(1, "event-1", 1_000)], 0, fp));
     }
 }
