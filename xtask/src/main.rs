@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own automation (tests with their tools, the demo, ...).
 
 mod crds;
+mod demo;
 mod images;
 mod protobuf_descriptors;
 mod validate;
@@ -26,11 +27,18 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Start the development cluster and keep it running (until the full demo lands).
+    /// The walk-through: devcluster, a Kafka broker, every operator as a process, the samples,
+    /// and one checked story per operator (docs/demo.md). Ctrl-C stops everything it started.
     Demo {
-        /// Port on 127.0.0.1 (0 picks a free one).
+        /// devcluster's port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Non-interactive: no colours, fail fast with a non-zero exit naming the failed step.
+        #[arg(long)]
+        ci: bool,
+        /// After the story, leave everything running (and print the kubeconfig) until Ctrl-C.
+        #[arg(long, conflicts_with = "ci")]
+        keep_running: bool,
     },
     /// Run the benchmarks and print their figures.
     Bench,
@@ -106,22 +114,18 @@ fn main() -> anyhow::Result<()> {
                 .status()?;
             check(status, "cargo test")
         }
-        Cmd::Demo { port } => {
-            let kubeconfig = root.join("target").join("demo").join("kubeconfig");
-            eprintln!(
-                "xtask: starting devcluster; use it with: KUBECONFIG={} kubectl get ns",
-                kubeconfig.display()
-            );
-            let status = cargo()
-                .current_dir(&root)
-                .args(["run", "--release", "--package", "devcluster", "--", "serve"])
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .status()?;
-            check(status, "devcluster")
-        }
+        Cmd::Demo {
+            port,
+            ci,
+            keep_running,
+        } => demo::run(
+            &root,
+            demo::Options {
+                port,
+                ci,
+                keep_running,
+            },
+        ),
         Cmd::Crds { check } => crds::run(&root, check),
         Cmd::Validate => validate::run(&root),
         Cmd::Images {
