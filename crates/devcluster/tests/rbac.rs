@@ -596,3 +596,68 @@ async fn access_reviews_and_impersonation() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_creates_needs_create_as_well_as_patch() {
+    let (cluster, op) = setup(Authorization::Rbac).await;
+    let admin = cluster.client();
+    let roles: Api<Role> = Api::namespaced(admin.clone(), NS);
+    let mut role = roles.get("reader").await.unwrap();
+    role.rules.get_or_insert_with(Vec::new).push(
+        serde_json::from_value(
+            json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}),
+        )
+        .unwrap(),
+    );
+    roles
+        .replace("reader", &PostParams::default(), &role)
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(op.clone(), NS);
+    let apply = |name: &str| {
+        serde_json::from_value::<ConfigMap>(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name}, "data": {"k": "applied"}
+        }))
+        .unwrap()
+    };
+    let pp = kube::api::PatchParams::apply("op").force();
+    // `patch` alone applies to an existing object...
+    cms.patch("c", &pp, &kube::api::Patch::Apply(apply("c")))
+        .await
+        .expect("patch is granted");
+    // ...but not to one the apply would create: upstream authorizes that as `create`.
+    let e = status(
+        cms.patch("new", &pp, &kube::api::Patch::Apply(apply("new")))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        e.message,
+        "configmaps \"new\" is forbidden: User \"system:serviceaccount:team:op\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"team\""
+    );
+    assert!(
+        cluster
+            .audit()
+            .used(SA_USER)
+            .contains(&Permission::new("", "configmaps", "create")),
+        "the create check is audited"
+    );
+    let mut role = roles.get("reader").await.unwrap();
+    role.rules.get_or_insert_with(Vec::new).push(
+        serde_json::from_value(
+            json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}),
+        )
+        .unwrap(),
+    );
+    roles
+        .replace("reader", &PostParams::default(), &role)
+        .await
+        .unwrap();
+    let created = cms
+        .patch("new", &pp, &kube::api::Patch::Apply(apply("new")))
+        .await
+        .expect("create and patch are granted");
+    assert_eq!(created.data.unwrap()["k"], "applied");
+    cluster.shutdown().await;
+}

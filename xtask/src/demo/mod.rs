@@ -16,6 +16,7 @@ mod http;
 mod kubectl;
 mod output;
 mod processes;
+mod rbac;
 mod setup;
 mod steps;
 mod story;
@@ -54,6 +55,8 @@ const STEPS: &[&str] = &[
     story::APPCONFIG,
     story::PEERING,
     story::COLLECTOR,
+    story::TEARDOWN,
+    rbac::RBAC,
     story::NES,
 ];
 
@@ -73,6 +76,10 @@ pub(crate) struct Ctx {
     broker: Option<Broker>,
     /// devcluster's port (0: a free one).
     port: u16,
+    /// devcluster's URL, once it serves.
+    server: String,
+    /// `--keep-running`: the samples stay up, so the teardown and the RBAC check are skipped.
+    keep_running: bool,
 }
 
 impl Ctx {
@@ -100,6 +107,16 @@ impl Ctx {
                 bail!("step `{name}` failed: {message}")
             }
         }
+    }
+
+    /// devcluster's audit log (one JSON line per request).
+    fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.jsonl")
+    }
+
+    /// The kubeconfig an operator runs with (its ServiceAccount's token).
+    fn operator_kubeconfig(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("kubeconfig-{name}"))
     }
 
     /// A binary built by the build step.
@@ -150,6 +167,18 @@ impl Ctx {
             "a Collector renders into its tenant namespace",
         );
         let r = story::collector(self).await;
+        self.end(r)?;
+        self.begin(
+            story::TEARDOWN,
+            "the samples are deleted; each operator cleans up after them",
+        );
+        let r = story::teardown(self).await;
+        self.end(r)?;
+        self.begin(
+            rbac::RBAC,
+            "each operator's RBAC grants what it used in the story, and no more",
+        );
+        let r = rbac::check(self).await;
         self.end(r)?;
         self.begin(story::NES, "runtime network configuration");
         let r = story::nes(self).await;
@@ -213,6 +242,8 @@ async fn demo(root: &Path, options: Options) -> anyhow::Result<()> {
         steps: Steps::new(STEPS),
         broker: None,
         port: options.port,
+        server: String::new(),
+        keep_running: options.keep_running,
         dir,
     };
     out.plain(&format!(

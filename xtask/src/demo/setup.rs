@@ -115,11 +115,15 @@ pub fn target_directory(metadata: &[u8]) -> anyhow::Result<PathBuf> {
 /// `devcluster serve` as a process; waits for its `serving at` line.
 pub async fn devcluster(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
     let mut cmd = Command::new(ctx.bin("devcluster"));
+    // RBAC enforced and every request audited: the operators run with their ServiceAccounts'
+    // tokens, and the rbac step compares what they did with what they are granted.
     cmd.arg("serve")
         .arg("--port")
         .arg(ctx.port.to_string())
         .arg("--kubeconfig")
-        .arg(&ctx.kubeconfig);
+        .arg(&ctx.kubeconfig)
+        .args(["--authorization", "rbac", "--audit-log"])
+        .arg(ctx.audit_log());
     let log = ctx.procs.spawn("devcluster", cmd)?;
     let url = poll(
         &mut ctx.procs,
@@ -132,7 +136,10 @@ pub async fn devcluster(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
         },
     )
     .await?;
-    ctx.out.ok(&format!("devcluster serving at {url}"));
+    ctx.out.ok(&format!(
+        "devcluster serving at {url} (RBAC enforced, requests audited)"
+    ));
+    ctx.server = url;
     ctx.out
         .info(&format!("kubeconfig: {}", ctx.kubeconfig.display()));
     Ok(None)
@@ -242,11 +249,59 @@ pub async fn install(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
             .await?;
     }
     ctx.out.ok(&format!(
-        "namespace kubecrew-system and the RBAC of {} operators applied (for realism: here the \
-         operators run as processes with devcluster's admin kubeconfig)",
+        "namespace kubecrew-system and the RBAC of {} operators applied",
         rbac.len()
     ));
+    for name in OPERATOR_NAMES {
+        // What the kubelet mounts into a pod: a token for the operator's ServiceAccount.
+        let token = ctx
+            .kubectl
+            .run(&[
+                "create",
+                "token",
+                name,
+                "-n",
+                NAMESPACE,
+                "--duration",
+                "24h",
+            ])
+            .await?;
+        let path = ctx.operator_kubeconfig(name);
+        let config = service_account_kubeconfig(&ctx.server, name, token.trim());
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    ctx.out.ok(&format!(
+        "a ServiceAccount token per operator (kubectl create token); each runs with its own \
+         kubeconfig ({})",
+        ctx.operator_kubeconfig("<operator>").display()
+    ));
     Ok(None)
+}
+
+/// The namespace the operators' ServiceAccounts, Roles and Leases live in.
+pub const NAMESPACE: &str = "kubecrew-system";
+
+/// The operators the demo runs; each one's ServiceAccount and Lease have its name.
+pub const OPERATOR_NAMES: [&str; 4] = [
+    "kafkanotify",
+    "appconfig-restarter",
+    "http-peering",
+    "collector",
+];
+
+/// A kubeconfig (JSON is YAML) for `server` that authenticates with a ServiceAccount `token`.
+pub fn service_account_kubeconfig(server: &str, name: &str, token: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "devcluster", "cluster": {"server": server}}],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {
+            "cluster": "devcluster", "user": name, "namespace": NAMESPACE
+        }}],
+        "current-context": name,
+    })
 }
 
 /// `<dir>/*/<name>`, sorted.
@@ -272,27 +327,28 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 /// kafkanotify, appconfig-restarter, http-peering and collector against devcluster, each
-/// with its own admin port; waits for each one's `/readyz`.
+/// with its own admin port and ServiceAccount token; waits for each one's `/readyz`.
 pub async fn operators(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
     let brokers = ctx
         .broker
         .as_ref()
         .map(|b| b.bootstrap())
         .context("the Kafka broker is not running")?;
-    let operators: [(&str, Vec<String>); 4] = [
-        ("kafkanotify", vec!["--kafka-brokers".into(), brokers]),
-        ("appconfig-restarter", vec![]),
-        ("http-peering", vec![]),
-        ("collector", vec![]),
-    ];
     let mut started = Vec::new();
-    for (name, args) in operators {
+    for name in OPERATOR_NAMES {
         let admin = free_port()?;
         let mut cmd = Command::new(ctx.bin(name));
-        cmd.env("KUBECONFIG", &ctx.kubeconfig)
+        // As deploy/base runs them: leader election on, the pod's namespace and name from the
+        // downward API, the ServiceAccount's token.
+        cmd.env("KUBECONFIG", ctx.operator_kubeconfig(name))
+            .env("POD_NAMESPACE", NAMESPACE)
+            .env("POD_NAME", format!("{name}-demo"))
+            .arg("--leader-elect")
             .arg("--metrics-addr")
-            .arg(admin.to_string())
-            .args(&args);
+            .arg(admin.to_string());
+        if name == "kafkanotify" {
+            cmd.args(["--kafka-brokers", &brokers]);
+        }
         let log = ctx.procs.spawn(name, cmd)?;
         started.push((name, admin, log));
     }

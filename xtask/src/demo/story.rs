@@ -22,6 +22,7 @@ pub const APPCONFIG: &str = "appconfig-restarter";
 pub const PEERING: &str = "http-peering";
 pub const COLLECTOR: &str = "collector";
 pub const NES: &str = "nes";
+pub const TEARDOWN: &str = "delete";
 
 /// How long an operator may take to act on a change (generous: debug builds on 2 shared
 /// cores, and devcluster's pods become Ready after a delay).
@@ -582,6 +583,114 @@ pub fn inventory(object: &Value) -> Vec<(String, Option<String>, String)> {
             ))
         })
         .collect()
+}
+
+/// The samples' custom resources are deleted; each operator finishes its cleanup (finalizers,
+/// owned children, the `removed` announcement) before the objects go.
+pub async fn teardown(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
+    if ctx.keep_running {
+        return Ok(Some(
+            "--keep-running leaves the samples up to look at".to_owned(),
+        ));
+    }
+    let kubectl = ctx.kubectl.clone();
+    let collector = kubectl
+        .get(&["collector", "acme-otel"])
+        .await?
+        .context("Collector acme-otel is missing")?;
+    let released = inventory(&collector);
+    // The Collector is cluster-scoped (it names its tenant namespace).
+    let resources: [&[&str]; 4] = [
+        &["edgeapplication", EDGE_APP, "-n", EDGE_NS],
+        &["appconfig", "web", "-n", "shop"],
+        &["kindcustomhttp", "mesh", "-n", NET_NS],
+        &["collector", "acme-otel"],
+    ];
+    for args in &resources {
+        // --wait=false: the finalizers are the operators' to run; the polls below wait for it.
+        let mut delete = vec!["delete"];
+        delete.extend_from_slice(args);
+        delete.push("--wait=false");
+        let printed = kubectl.run(&delete).await?;
+        ctx.out.block(printed.trim_end());
+    }
+    for args in &resources {
+        let what = match args {
+            [kind, name, _, ns] => format!("{kind} {ns}/{name}"),
+            _ => args.join(" "),
+        };
+        poll(
+            &mut ctx.procs,
+            ctx.out,
+            &format!("{what} to be gone"),
+            ACT_TIMEOUT,
+            || {
+                let kubectl = kubectl.clone();
+                async move { Ok(kubectl.get(args).await?.is_none().then_some(())) }
+            },
+        )
+        .await?;
+        ctx.out.ok(&format!("{what} deleted"));
+    }
+
+    let mut children: Vec<(String, Option<String>, String)> = [
+        ("ConfigMap", "mesh-peers"),
+        ("Service", "mesh"),
+        ("Deployment", "mesh"),
+    ]
+    .iter()
+    .map(|(kind, name)| {
+        (
+            (*kind).to_owned(),
+            Some(NET_NS.to_owned()),
+            (*name).to_owned(),
+        )
+    })
+    .collect();
+    children.extend(released);
+    for (kind, ns, name) in &children {
+        let mut args = vec![kind.as_str(), name.as_str()];
+        if let Some(ns) = ns {
+            args.extend(["-n", ns.as_str()]);
+        }
+        let place = ns.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
+        poll(
+            &mut ctx.procs,
+            ctx.out,
+            &format!("{kind} {place}{name} to be cleaned up"),
+            ACT_TIMEOUT,
+            || {
+                let kubectl = kubectl.clone();
+                let args = args.clone();
+                async move { Ok(kubectl.get(&args).await?.is_none().then_some(())) }
+            },
+        )
+        .await?;
+    }
+    ctx.out.ok(&format!(
+        "their children are gone too: {} objects (the KindCustomHttp's three, the Collector's \
+         release)",
+        children.len()
+    ));
+
+    let log = ctx.procs.log_path("kafkanotify-client");
+    let removed = poll(
+        &mut ctx.procs,
+        ctx.out,
+        "kafkanotify-client to print the `removed` change",
+        ACT_TIMEOUT,
+        || {
+            let found = client_changes(&read(&log))
+                .into_iter()
+                .find(|c| c.app_id == APP_ID && c.event == "removed");
+            async move { Ok(found) }
+        },
+    )
+    .await?;
+    ctx.out
+        .ok("kafkanotify announced the removal; the client printed:");
+    ctx.out.block(&removed.line);
+    Ok(None)
 }
 
 /// nes needs root and network namespaces for real agents; the demo points at its

@@ -508,7 +508,19 @@ impl ApiServer {
                 Ok(Reply::Json(code, obj))
             }
             (&Method::PATCH, Some(name), sub) => {
-                let (code, obj) = write::patch(self, &info, ns, name, sub, &req, &query).await?;
+                let (code, obj) = write::patch(
+                    self,
+                    &info,
+                    ns,
+                    name,
+                    sub,
+                    write::Call {
+                        req: &req,
+                        q: &query,
+                        user,
+                    },
+                )
+                .await?;
                 Ok(Reply::Json(code, obj))
             }
             (&Method::DELETE, Some(name), None) => {

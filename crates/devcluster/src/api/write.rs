@@ -15,6 +15,7 @@ use crate::apply::{self, ApplyContext, ApplyError};
 use crate::conversion::{self, Conversion, Direction};
 use crate::error::ApiError;
 use crate::objects::{self, Endpoint};
+use crate::rbac::UserInfo;
 use crate::resources::ResourceInfo;
 use crate::store::{StoreError, resource_version};
 use crate::validation::{self, FieldError};
@@ -905,6 +906,17 @@ pub(crate) fn apply_json_patch(doc: &mut Value, patch: &json_patch::Patch) -> Re
     Ok(())
 }
 
+/// One request as a write handler sees it: the request, its parsed query, and who sent it.
+#[derive(Clone, Copy)]
+pub(super) struct Call<'a> {
+    /// The request.
+    pub req: &'a ApiRequest,
+    /// Its query parameters.
+    pub q: &'a Query,
+    /// The authenticated user it acts as.
+    pub user: &'a UserInfo,
+}
+
 /// PATCH of an object or its status.
 pub(super) async fn patch(
     server: &ApiServer,
@@ -912,9 +924,9 @@ pub(super) async fn patch(
     ns: Option<&str>,
     name: &str,
     sub: Option<&str>,
-    req: &ApiRequest,
-    q: &Query,
+    call: Call<'_>,
 ) -> Result<(StatusCode, Value), ApiError> {
+    let (req, q) = (call.req, call.q);
     if info.namespaced && ns.is_none() {
         return Err(ApiError::no_route());
     }
@@ -926,7 +938,7 @@ pub(super) async fn patch(
     }
     let endpoint = endpoint_of(sub);
     if kind == PatchType::Apply {
-        return server_side_apply(server, info, ns, name, endpoint, req, q).await;
+        return server_side_apply(server, info, ns, name, endpoint, call).await;
     }
     let opts = WriteOptions::from_request(q, req)?;
     let (obj, _) = server
@@ -957,9 +969,9 @@ async fn server_side_apply(
     ns: Option<&str>,
     name: &str,
     endpoint: Endpoint,
-    req: &ApiRequest,
-    q: &Query,
+    call: Call<'_>,
 ) -> Result<(StatusCode, Value), ApiError> {
+    let (req, q) = (call.req, call.q);
     if q.field_manager.as_deref().is_none_or(str::is_empty) {
         return Err(ApiError::bad_request(
             "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
@@ -991,6 +1003,7 @@ async fn server_side_apply(
         if endpoint == Endpoint::Status {
             return Err(ApiError::not_found(subject(info, name)));
         }
+        server.authorize_create_by_apply(call.user, req)?;
         let created = apply::server_side_apply(None, &config, q.force, &ctx)
             .map_err(|e| apply_error(info, name, e))?;
         match server.create_object(info, ns, created, &opts, true).await {
