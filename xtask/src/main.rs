@@ -2,12 +2,14 @@
 
 mod crds;
 mod demo;
+mod deploy;
 mod images;
 mod protobuf_descriptors;
 mod validate;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -58,6 +60,53 @@ enum Cmd {
         /// Only these binaries (default: all).
         only: Vec<String>,
     },
+    /// Apply an overlay of deploy/overlays to a cluster (CRDs first), then wait for its rollouts.
+    Deploy {
+        /// The overlay: a directory name of deploy/overlays (all, edge, nes, <operator>, ...).
+        #[arg(long)]
+        overlay: String,
+        #[command(flatten)]
+        images: ImageArgs,
+        /// Check everything with a server-side dry run; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds the CRDs may take to be Established and the Deployments to roll out.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Do not wait for the Deployments to roll out.
+        #[arg(long)]
+        no_wait: bool,
+        /// Take over fields that another field manager owns.
+        #[arg(long)]
+        force_conflicts: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Delete what an overlay renders (reverse order; CRDs last, unless --keep-crds).
+    Undeploy {
+        /// The overlay: a directory name of deploy/overlays.
+        #[arg(long)]
+        overlay: String,
+        /// Keep the CRDs: deleting a CRD deletes every custom resource of its kind.
+        #[arg(long)]
+        keep_crds: bool,
+        /// Seconds each deletion may wait for the objects to be gone.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Write an overlay, rendered with CRDs first, as one YAML file to `kubectl apply`.
+    Installer {
+        /// The overlay: a directory name of deploy/overlays.
+        #[arg(long, default_value = "all")]
+        overlay: String,
+        #[command(flatten)]
+        images: ImageArgs,
+        /// The file to write (a relative path is relative to the workspace root).
+        #[arg(long, default_value = "dist/install.yaml")]
+        output: PathBuf,
+    },
     /// Regenerate deploy/crds/<operator>.yaml from every operator's Rust types.
     Crds {
         /// Fail if the committed YAML differs instead of writing it (CI).
@@ -74,6 +123,46 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+}
+
+/// Registry and tag of kubecrew's own images in a rendered overlay.
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// Tag of kubecrew's images (default: the tag the bases name).
+    #[arg(long)]
+    image_tag: Option<String>,
+    /// Registry and path prefix replacing ghcr.io/kubecrew in kubecrew's image names.
+    #[arg(long)]
+    registry: Option<String>,
+}
+
+impl From<ImageArgs> for deploy::ImageOverride {
+    fn from(args: ImageArgs) -> Self {
+        deploy::ImageOverride {
+            registry: args.registry,
+            tag: args.image_tag,
+        }
+    }
+}
+
+/// The cluster kubectl talks to (default: kubectl's own, from KUBECONFIG).
+#[derive(clap::Args)]
+struct TargetArgs {
+    /// kubeconfig file passed to kubectl.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// kubeconfig context passed to kubectl.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+impl From<TargetArgs> for deploy::Target {
+    fn from(args: TargetArgs) -> Self {
+        deploy::Target {
+            kubeconfig: args.kubeconfig,
+            context: args.context,
+        }
+    }
 }
 
 fn cargo() -> Command {
@@ -124,6 +213,52 @@ fn main() -> anyhow::Result<()> {
                 port,
                 ci,
                 keep_running,
+            },
+        ),
+        Cmd::Deploy {
+            overlay,
+            images,
+            dry_run,
+            timeout,
+            no_wait,
+            force_conflicts,
+            target,
+        } => deploy::run_deploy(
+            &root,
+            &deploy::DeployOptions {
+                overlay,
+                images: images.into(),
+                dry_run,
+                timeout: Duration::from_secs(timeout),
+                wait: !no_wait,
+                force_conflicts,
+                target: target.into(),
+            },
+        ),
+        Cmd::Undeploy {
+            overlay,
+            keep_crds,
+            timeout,
+            target,
+        } => deploy::run_undeploy(
+            &root,
+            &deploy::UndeployOptions {
+                overlay,
+                keep_crds,
+                timeout: Duration::from_secs(timeout),
+                target: target.into(),
+            },
+        ),
+        Cmd::Installer {
+            overlay,
+            images,
+            output,
+        } => deploy::run_installer(
+            &root,
+            &deploy::InstallerOptions {
+                overlay,
+                images: images.into(),
+                output,
             },
         ),
         Cmd::Crds { check } => crds::run(&root, check),
