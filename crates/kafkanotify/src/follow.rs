@@ -321,14 +321,14 @@ impl Reader {
                         UnknownTopicHandling::Error,
                     )
                     .await?;
-                if let Some((offset, fingerprint)) = position.last {
-                    if !self.log_continues(&pc, offset, fingerprint).await? {
-                        let earliest = pc.get_offset(OffsetAt::Earliest).await?;
-                        tracing::warn!(topic = %self.topic, partition = self.partition,
-                            last_read = offset, earliest,
-                            "the partition is not the log we were reading; reading it from the start");
-                        *position = Position::at(earliest);
-                    }
+                if let Some((offset, fingerprint)) = position.last
+                    && !self.log_continues(&pc, offset, fingerprint).await?
+                {
+                    let earliest = pc.get_offset(OffsetAt::Earliest).await?;
+                    tracing::warn!(topic = %self.topic, partition = self.partition,
+                        last_read = offset, earliest,
+                        "the partition is not the log we were reading; reading it from the start");
+                    *position = Position::at(earliest);
                 }
                 client.insert(pc)
             }
