@@ -102,7 +102,10 @@ impl Default for Settings {
 /// Resolves when this instance leads (at once without leader election); `false` on shutdown.
 async fn wait_for_leadership(runtime: &Runtime) -> bool {
     let Some(leader) = &runtime.leader else {
-        return !runtime.shutdown.is_cancelled();
+        // A lone instance leads: a "no leader" alert must not fire for it.
+        let running = !runtime.shutdown.is_cancelled();
+        runtime.metrics.set_leader(running);
+        return running;
     };
     let mut leader = leader.clone();
     runtime.readiness.set_standby(true);

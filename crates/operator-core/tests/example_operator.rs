@@ -399,6 +399,11 @@ async fn example_operator_end_to_end() {
     );
     assert!(metrics.contains(r#"kubecrew_reconcile_total{result="invalid",operator="notes"}"#));
     assert!(metrics.contains("kubecrew_reconcile_duration_seconds_bucket"));
+    // Without leader election the one instance is the leader.
+    assert!(
+        metrics.contains(r#"kubecrew_leader{operator="notes"} 1"#),
+        "{metrics}"
+    );
 
     runtime.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(20), loop_task)
