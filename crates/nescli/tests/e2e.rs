@@ -3,6 +3,10 @@
 //! the address devcluster gave the pod), the real agent in each, nes-manager and nes-cliserver in
 //! this process, and the real `nescli` binary run inside the pods' namespaces.
 //!
+//! devcluster enforces RBAC, and the three operators run with their own ServiceAccounts' tokens
+//! and the RBAC of `deploy/base/nes-*`; at the end each one's grants are compared with what it
+//! used (the audit trail), as `cargo xtask demo` does for the other operators.
+//!
 //! It lives in nescli's crate because cargo builds a binary only for its own package's tests.
 //! Needs root and iproute2 (CI has both); elsewhere it says loudly that it skipped.
 
@@ -13,7 +17,7 @@ use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use devcluster::DevCluster;
+use devcluster::{Authorization, DevCluster};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
@@ -32,7 +36,11 @@ use nes_controller::webhook_config::CONFIGURATION_NAME;
 use operator_core::Runtime;
 use serde_json::{Value, json};
 use testkit::eventually;
+use testkit::kubectl::Kubectl;
 use testkit::netns::{HOST_GATEWAY, Netns};
+use testkit::rbac::{
+    Permission3, compare, expected_for, granted_to, list, service_account_user, used_by,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +50,105 @@ const NS: &str = "default";
 const AGENT_PORT: u16 = 7470;
 /// The audience the applications' tokens are minted for and nes-cliserver asks TokenReview for.
 const AUDIENCE: &str = "nes-cliserver";
+/// Where deploy/base puts the operators' ServiceAccounts.
+const SYSTEM_NS: &str = "kubecrew-system";
+
+/// Granted to the nes operators for paths this test does not take, with the reason. Anything
+/// else granted and unused, or used and not granted, fails the test.
+const EXPECTED_UNUSED: &[(&str, Permission3, &str)] = &[
+    (
+        "nes-controller",
+        ("events.k8s.io", "events", "patch"),
+        EVENT_SERIES,
+    ),
+    (
+        "nes-controller",
+        ("apps", "statefulsets", "patch"),
+        "template mode patches the StatefulSet's template (the template-mode test); webhook mode \
+         only removes a sidecar template mode left there",
+    ),
+    (
+        "nes-controller",
+        ("events.k8s.io", "events", "create"),
+        "its Events come from the template-mode reconciler (SidecarInjected, InjectionRefused)",
+    ),
+    (
+        "nes-manager",
+        ("nes.kubecrew.io", "networkconfigurations/status", "get"),
+        INVALID_SPEC,
+    ),
+    (
+        "nes-manager",
+        ("nes.kubecrew.io", "networkcares/status", "get"),
+        INVALID_SPEC,
+    ),
+    (
+        "nes-manager",
+        ("events.k8s.io", "events", "patch"),
+        EVENT_SERIES,
+    ),
+    (
+        "nes-manager",
+        ("coordination.k8s.io", "leases", "get"),
+        IN_PROCESS,
+    ),
+    (
+        "nes-manager",
+        ("coordination.k8s.io", "leases", "create"),
+        IN_PROCESS,
+    ),
+    (
+        "nes-manager",
+        ("coordination.k8s.io", "leases", "update"),
+        IN_PROCESS,
+    ),
+    (
+        "nes-cliserver",
+        ("apps", "statefulsets/finalizers", "update"),
+        "an owner reference with blockOwnerDeletion needs it where the \
+         OwnerReferencesPermissionEnforcement admission plugin runs; devcluster has no such plugin",
+    ),
+    (
+        "nes-cliserver",
+        ("nes.kubecrew.io", "networkconfigurations", "delete"),
+        "nescli unconfigure deletes the pod's configuration; this test only adds",
+    ),
+    (
+        "nes-cliserver",
+        ("nes.kubecrew.io", "networkconfigurations", "list"),
+        "the status stream (nescli status --watch) watches the pod's NetworkConfiguration",
+    ),
+    (
+        "nes-cliserver",
+        ("nes.kubecrew.io", "networkconfigurations", "watch"),
+        "the status stream (nescli status --watch) watches the pod's NetworkConfiguration",
+    ),
+    (
+        "nes-cliserver",
+        ("nes.kubecrew.io", "networkcares", "update"),
+        "subscribing again with other settings replaces the NetworkCare; this test subscribes once",
+    ),
+    (
+        "nes-cliserver",
+        ("nes.kubecrew.io", "networkcares", "delete"),
+        "nescli unsubscribe; this test removes the subscription by deleting its owner",
+    ),
+    (
+        "nes-cliserver",
+        ("apps", "replicasets", "get"),
+        "a Deployment's pod is traced to its owner through the ReplicaSet; these pods belong to \
+         StatefulSets",
+    ),
+];
+/// Why `patch events` is granted.
+const EVENT_SERIES: &str =
+    "kube-runtime's Recorder patches an Event that recurs; this test publishes each once";
+/// Why `get <resource>/status` is granted.
+const INVALID_SPEC: &str = "an object that does not match the schema gets InvalidSpec \
+    conditions merged into its current status (operator-core run.rs); these objects are valid";
+/// Why nes-manager's Lease Role is unused here.
+const IN_PROCESS: &str = "leader election is off for the in-process manager; the Role is the \
+    other operators' (checked by cargo xtask demo)";
 
 /// One "pod": its namespace (pod IP = the IP devcluster assigned) and the agent inside it.
 struct PodNet {
@@ -183,7 +290,7 @@ async fn pod_token(client: &kube::Client, pod: &Pod, dir: &Path) -> PathBuf {
 /// configuration it applies) plus its StatefulSet reconciler, which creates the token Secret.
 async fn start_controller(cluster: &DevCluster, mode: Mode) -> Arc<Runtime> {
     let runtime = Arc::new(Runtime::new(
-        cluster.client(),
+        operator_client(cluster, "nes-controller").await,
         nes_controller::template::OPERATOR,
     ));
     let sidecar = SidecarSettings {
@@ -237,8 +344,11 @@ struct Manager {
 }
 
 impl Manager {
-    fn start(cluster: &DevCluster) -> Self {
-        let runtime = Arc::new(Runtime::new(cluster.client(), nes_manager::OPERATOR));
+    async fn start(cluster: &DevCluster) -> Self {
+        let runtime = Arc::new(Runtime::new(
+            operator_client(cluster, "nes-manager").await,
+            nes_manager::OPERATOR,
+        ));
         let settings = nes_manager::ManagerSettings {
             agent_port: AGENT_PORT,
             ..nes_manager::ManagerSettings::default()
@@ -461,7 +571,10 @@ fn kernel_state(netns: &Netns) -> (Value, Value) {
 }
 
 async fn cluster() -> DevCluster {
-    let mut options = devcluster::Options::default();
+    let mut options = devcluster::Options {
+        authorization: Authorization::Rbac,
+        ..devcluster::Options::default()
+    };
     // Pod IPs the host does not use, so each namespace can carry its pod's address.
     options.controllers.pod_ip_pool = (Ipv4Addr::new(10, 252, 0, 0), 16);
     let cluster = DevCluster::start(options).await.expect("devcluster starts");
@@ -475,7 +588,96 @@ async fn cluster() -> DevCluster {
     )
     .await
     .expect("ServiceAccount app");
+    // The operators' namespace, ServiceAccounts and RBAC, as deploy/base installs them.
+    let kubectl = Kubectl::new(cluster.kubeconfig_path()).expect("kubectl");
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let namespace = deploy.join("namespace/namespace.yaml");
+    kubectl
+        .run(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &namespace.display().to_string(),
+        ])
+        .await;
+    for operator in ["nes-controller", "nes-manager", "nes-cliserver"] {
+        let rbac = deploy.join("base").join(operator).join("rbac.yaml");
+        kubectl
+            .run(&[
+                "apply",
+                "--server-side",
+                "-n",
+                SYSTEM_NS,
+                "-f",
+                &rbac.display().to_string(),
+            ])
+            .await;
+    }
     cluster
+}
+
+/// A client acting as the operator's ServiceAccount (what its pod's mounted token gives it).
+async fn operator_client(cluster: &DevCluster, operator: &str) -> kube::Client {
+    let sas: Api<ServiceAccount> = Api::namespaced(cluster.client(), SYSTEM_NS);
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": []}})).expect("a TokenRequest");
+    let token = sas
+        .create_token_request(operator, &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token status")
+        .token;
+    cluster.client_with_token(&token).expect("a client")
+}
+
+/// Each operator's grants against what it used in this test: nothing used that is not
+/// granted, nothing denied, nothing granted and unused but [`EXPECTED_UNUSED`].
+async fn assert_least_privilege(cluster: &DevCluster, operators: &[&str]) {
+    let kubectl = Kubectl::new(cluster.kubeconfig_path()).expect("kubectl");
+    let listed = kubectl
+        .run(&[
+            "get",
+            "clusterroles,clusterrolebindings,roles,rolebindings",
+            "-A",
+            "-o",
+            "json",
+        ])
+        .await;
+    let listed: Value = serde_json::from_str(&listed).expect("kubectl prints JSON");
+    let objects = listed["items"].as_array().cloned().unwrap_or_default();
+    let log: String = cluster
+        .audit()
+        .entries()
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("an audit entry serializes") + "\n")
+        .collect();
+    let mut failures = Vec::new();
+    for operator in operators {
+        let granted = granted_to(&objects, SYSTEM_NS, operator).expect("readable RBAC");
+        let (used, denied) =
+            used_by(&log, &service_account_user(SYSTEM_NS, operator)).expect("the audit log");
+        let verdict = compare(
+            &granted,
+            &used,
+            denied,
+            &expected_for(EXPECTED_UNUSED, operator),
+        );
+        if !verdict.is_exact() {
+            failures.push(format!(
+                "{operator}: missing [{}], unused [{}], listed but not granted [{}], denied {:?}",
+                list(&verdict.missing),
+                list(&verdict.unused),
+                list(&verdict.stale),
+                verdict.denied
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the RBAC of deploy/base does not match what the operators did:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -544,8 +746,8 @@ async fn nes_end_to_end_with_the_webhook() {
         })
         .collect();
 
-    let mut manager = Manager::start(&cluster);
-    let mut server = CliServer::start(client.clone(), 0).await;
+    let mut manager = Manager::start(&cluster).await;
+    let mut server = CliServer::start(operator_client(&cluster, "nes-cliserver").await, 0).await;
     let tokens: Vec<PathBuf> = {
         let mut out = Vec::new();
         for pod in &pods {
@@ -738,8 +940,8 @@ async fn nes_end_to_end_with_the_webhook() {
     let accepted_before = (accepted(net[0].ip).await, accepted(net[1].ip).await);
     manager.stop().await;
     server.stop().await;
-    manager = Manager::start(&cluster);
-    server = CliServer::start(client.clone(), 0).await;
+    manager = Manager::start(&cluster).await;
+    server = CliServer::start(operator_client(&cluster, "nes-cliserver").await, 0).await;
     eventually("the new manager has reconciled net-0", TIMEOUT, || async {
         // Two resources exist (net-0's NetworkConfiguration, watcher-0's NetworkCare), and a
         // reconcile of net-0 is where a push would happen.
@@ -798,6 +1000,11 @@ async fn nes_end_to_end_with_the_webhook() {
             agent.kill();
         }
     }
+    assert_least_privilege(
+        &cluster,
+        &["nes-controller", "nes-manager", "nes-cliserver"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -826,4 +1033,15 @@ async fn template_mode_injects_through_the_statefulset_template() {
         )
         .await;
     }
+    // Template mode leaves the webhook's grants unused, so only denials are checked here; the
+    // webhook test compares everything.
+    let log: String = cluster
+        .audit()
+        .entries()
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("an audit entry serializes") + "\n")
+        .collect();
+    let (_, denied) =
+        used_by(&log, &service_account_user(SYSTEM_NS, "nes-controller")).expect("the audit log");
+    assert!(denied.is_empty(), "nes-controller was denied: {denied:?}");
 }

@@ -6,11 +6,13 @@
 //! - [`kafka::Broker`]: a real Kafka-compatible broker (tansu) to start, stop and restart.
 //! - [`kubectl::Kubectl`]: the real kubectl, run without blocking the test's runtime.
 //! - [`netns::Netns`]: network namespaces (root + iproute2) that tests create and remove.
+//! - [`rbac`]: what a ServiceAccount is granted, what it used (an audit log), and the difference.
 //! - [`eventually`]: waits for a condition with a deadline (tests never sleep and hope).
 
 pub mod kafka;
 pub mod kubectl;
 pub mod netns;
+pub mod rbac;
 pub mod tools;
 
 use std::future::Future;
