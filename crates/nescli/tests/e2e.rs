@@ -631,6 +631,16 @@ async fn operator_client(cluster: &DevCluster, operator: &str) -> kube::Client {
     cluster.client_with_token(&token).expect("a client")
 }
 
+/// devcluster's audit trail as JSON lines (the form `serve --audit-log` writes).
+fn audit_log(cluster: &DevCluster) -> String {
+    cluster
+        .audit()
+        .entries()
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("an audit entry serializes") + "\n")
+        .collect()
+}
+
 /// Each operator's grants against what it used in this test: nothing used that is not
 /// granted, nothing denied, nothing granted and unused but [`EXPECTED_UNUSED`].
 async fn assert_least_privilege(cluster: &DevCluster, operators: &[&str]) {
@@ -646,12 +656,7 @@ async fn assert_least_privilege(cluster: &DevCluster, operators: &[&str]) {
         .await;
     let listed: Value = serde_json::from_str(&listed).expect("kubectl prints JSON");
     let objects = listed["items"].as_array().cloned().unwrap_or_default();
-    let log: String = cluster
-        .audit()
-        .entries()
-        .iter()
-        .map(|e| serde_json::to_string(e).expect("an audit entry serializes") + "\n")
-        .collect();
+    let log = audit_log(cluster);
     let mut failures = Vec::new();
     for operator in operators {
         let granted = granted_to(&objects, SYSTEM_NS, operator).expect("readable RBAC");
@@ -809,10 +814,14 @@ async fn nes_end_to_end_with_the_webhook() {
         || async { applied(&net[0].netns).then_some(()) },
     )
     .await;
-    let available = eventually("net-0 is Available", TIMEOUT, || async {
+    // Available for the merged spec: the status of the first request alone (generation 1)
+    // can still be the latest when the namespace already holds both items.
+    let available = eventually("net-0 is Available at its generation", TIMEOUT, || async {
         let c = configs.get("net-0").await.ok()?;
+        let generation = c.metadata.generation;
         let status = c.status?;
-        condition_true(&status.conditions, "Available").then_some(status)
+        (condition_true(&status.conditions, "Available") && status.applied_generation == generation)
+            .then_some(status)
     })
     .await;
     assert_eq!(available.results.len(), 2, "{available:?}");
@@ -1035,12 +1044,7 @@ async fn template_mode_injects_through_the_statefulset_template() {
     }
     // Template mode leaves the webhook's grants unused, so only denials are checked here; the
     // webhook test compares everything.
-    let log: String = cluster
-        .audit()
-        .entries()
-        .iter()
-        .map(|e| serde_json::to_string(e).expect("an audit entry serializes") + "\n")
-        .collect();
+    let log = audit_log(&cluster);
     let (_, denied) =
         used_by(&log, &service_account_user(SYSTEM_NS, "nes-controller")).expect("the audit log");
     assert!(denied.is_empty(), "nes-controller was denied: {denied:?}");
