@@ -28,6 +28,15 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.command.is_none()
+        && let Some(namespace) = &cli.common.namespace
+    {
+        // Watching one namespace would silently skip every Collector: they are cluster-scoped.
+        anyhow::bail!(
+            "--namespace {namespace} (or KUBECREW_NAMESPACE) does not apply to collector: \
+             Collectors are cluster-scoped and each names its tenant namespace; remove it"
+        );
+    }
     let overlays = match &cli.cluster_values {
         Some(path) => collector::operator::load_overlays(path).context("--cluster-values")?,
         None => Default::default(),
