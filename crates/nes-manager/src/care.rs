@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use nes_api::crd::{NetworkCare, NetworkCareStatus};
 use operator_core::conditions::{self, DEGRADED, Desired};
@@ -21,10 +22,26 @@ pub async fn reconcile(care: Arc<NetworkCare>, ctx: Arc<Context>) -> Result<Acti
     let current = care.status.clone().unwrap_or_default();
     let validity = Selection::of(&care).and_then(|_| check_callback(&care.spec.callback.url));
     let counters = match (&validity, care.uid()) {
-        (Ok(_), Some(uid)) => ctx.stats.update(&uid, |c| {
-            restore(c, &current);
-            c.clone()
-        }),
+        (Ok(_), Some(uid)) => {
+            // Restoring reads the status afresh: the cached copy can lag behind the last
+            // counts the other replica (or an earlier process) wrote.
+            let written = if ctx.stats.needs_restore(&uid) {
+                Api::<NetworkCare>::namespaced(
+                    ctx.runtime.client.clone(),
+                    &care.namespace().unwrap_or_default(),
+                )
+                .get_status(&care.name_any())
+                .await?
+                .status
+                .unwrap_or_default()
+            } else {
+                current.clone()
+            };
+            ctx.stats.update(&uid, |c| {
+                restore(c, &written);
+                c.clone()
+            })
+        }
         _ => Counters::default(),
     };
     let next = next_status(
@@ -37,8 +54,8 @@ pub async fn reconcile(care: Arc<NetworkCare>, ctx: Arc<Context>) -> Result<Acti
     Ok(Action::await_change())
 }
 
-/// Adds the counts an earlier manager wrote to the status, once, so they keep growing across
-/// restarts.
+/// Adds the counts an earlier manager (or the other replica) wrote to the status, once per
+/// term, so they keep growing across restarts and leadership changes.
 fn restore(counters: &mut Counters, status: &NetworkCareStatus) {
     if counters.restored {
         return;

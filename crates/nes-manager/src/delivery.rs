@@ -28,22 +28,57 @@ pub struct Counters {
     /// Pods the subscription selects now.
     pub selected: usize,
     /// Whether the counts already include those of the resource's status (written by an
-    /// earlier manager), so a restart continues from them instead of starting at zero.
+    /// earlier manager, or by the other replica while it led), so they continue from them
+    /// instead of starting at zero.
     pub restored: bool,
+    /// The leadership term these counts were kept in (see [`Stats::new_term`]).
+    pub term: u64,
 }
 
 /// The counters of every NetworkCare, shared by the delivery workers, the hub and the
 /// NetworkCare reconciler (the only writer of the status).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
-    inner: Arc<Mutex<HashMap<String, Counters>>>,
+    inner: Arc<Mutex<Terms>>,
+}
+
+#[derive(Debug, Default)]
+struct Terms {
+    term: u64,
+    counters: HashMap<String, Counters>,
 }
 
 impl Stats {
-    /// Runs `f` on the counters of `uid`, creating them when new.
+    /// Runs `f` on the counters of `uid`, creating them when new. Counters of an earlier term
+    /// start over (and are restored from the status again): the other replica may have counted
+    /// meanwhile, and its counts are in the status, not here.
     pub fn update<T>(&self, uid: &str, f: impl FnOnce(&mut Counters) -> T) -> T {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        f(map.entry(uid.to_owned()).or_default())
+        let mut terms = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let term = terms.term;
+        let counters = terms.counters.entry(uid.to_owned()).or_default();
+        if counters.term != term {
+            *counters = Counters {
+                term,
+                ..Counters::default()
+            };
+        }
+        f(counters)
+    }
+
+    /// Whether the counters of `uid` have not taken in the status's counts in this term yet.
+    pub fn needs_restore(&self, uid: &str) -> bool {
+        let terms = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        terms
+            .counters
+            .get(uid)
+            .is_none_or(|c| c.term != terms.term || !c.restored)
+    }
+
+    /// Starts a new term: called when this replica stops leading, so whatever it kept counting
+    /// is dropped before it may lead again.
+    pub fn new_term(&self) {
+        let mut terms = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        terms.term += 1;
     }
 
     /// Forgets the subscriptions not in `keep`.
@@ -51,6 +86,7 @@ impl Stats {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .counters
             .retain(|uid, _| keep(uid));
     }
 }
@@ -171,5 +207,37 @@ async fn deliver(
         let delay = settings.backoff.delay(attempt, rand::random::<f64>());
         tracing::debug!(%error, attempt, retry_in = ?delay, "retrying a report");
         tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_of_an_earlier_term_start_over_and_are_restored_again() {
+        let stats = Stats::default();
+        assert!(stats.needs_restore("a"));
+        stats.update("a", |c| {
+            c.restored = true;
+            c.deliveries = 5;
+        });
+        assert!(!stats.needs_restore("a"));
+        stats.update("a", |c| c.deliveries += 1);
+        assert_eq!(stats.update("a", |c| c.deliveries), 6);
+
+        // Leadership lost: what this replica counted is dropped; the status (written by the
+        // next leader) is restored from again.
+        stats.new_term();
+        assert!(stats.needs_restore("a"));
+        let fresh = stats.update("a", |c| c.clone());
+        assert_eq!(
+            (fresh.deliveries, fresh.restored, fresh.term),
+            (0, false, 1)
+        );
+        // A delivery before the restore still counts: the restore adds the status to it.
+        stats.update("a", |c| c.deliveries += 1);
+        assert!(stats.needs_restore("a"));
+        assert_eq!(stats.update("a", |c| c.deliveries), 1);
     }
 }

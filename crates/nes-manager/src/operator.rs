@@ -137,7 +137,15 @@ pub async fn run(runtime: Arc<Runtime>, settings: ManagerSettings) -> Result<(),
     };
     let streams = while_leading(runtime.clone(), {
         let ctx = ctx.clone();
-        move |stop| hub::run(ctx.clone(), stop)
+        move |stop| {
+            let ctx = ctx.clone();
+            async move {
+                hub::run(ctx.clone(), stop).await;
+                // Leadership lost (or shutdown): the next leader counts from the status, so
+                // this replica's counts must not outlive its term.
+                ctx.stats.new_term();
+            }
+        }
     });
     tokio::join!(configs, cares, streams);
     Ok(())

@@ -394,3 +394,97 @@ async fn a_failing_callback_is_retried_then_counted_as_a_failure() {
     manager.stop().await;
     server.stop().await;
 }
+
+/// A report for the NetworkCare `watcher`: eth0 is toggled until the callback has more than
+/// `seen` reports (the hub's first snapshot after (re)starting is its baseline).
+async fn one_more_report(agent: &FakeAgent, callback: &Callback, seen: usize) {
+    eventually("another report of eth0", TIMEOUT, || async {
+        if callback.reports().len() > seen {
+            return Some(());
+        }
+        let next = if agent.operstate("eth0") == "up" {
+            "down"
+        } else {
+            "up"
+        };
+        agent.set_link("eth0", next);
+        None
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_continue_from_the_other_replica_after_leadership_returns() {
+    let cluster = cluster().await;
+    let agent_ip = ip("127.0.5.2");
+    let port = free_port(agent_ip).await;
+    let server = AgentServer::start(agent_ip, port, &["lo", "eth0"]).await;
+    let agent = server.agent.clone();
+    let callback = Callback::start(200).await;
+    let (lead, leader) = tokio::sync::watch::channel(true);
+    let manager = Manager::start_gated(&cluster, port, Some(leader));
+    running_pod(&cluster, "web-0", agent_ip, json!({"app": "web"})).await;
+    network_care(
+        &cluster,
+        "watcher",
+        json!({
+            "pods": {"selector": {"matchLabels": {"app": "web"}}},
+            "filter": {"changes": ["link"]},
+            "callback": {"url": callback.url},
+        }),
+    )
+    .await;
+    eventually("the care follows the pod", TIMEOUT, || async {
+        (server.state.watchers() == 1).then_some(())
+    })
+    .await;
+    one_more_report(&agent, &callback, 0).await;
+    let first = eventually("the first deliveries counted", TIMEOUT, || async {
+        let s = care_status(&cluster, "watcher").await?;
+        (s.deliveries >= 1).then_some(s.deliveries)
+    })
+    .await;
+
+    // This replica stops leading; the other one leads, delivers and counts 100 more.
+    lead.send(false).unwrap();
+    eventually("the hub stops following", TIMEOUT, || async {
+        (server.state.watchers() == 0).then_some(())
+    })
+    .await;
+    let theirs = first + 100;
+    Api::<NetworkCare>::namespaced(cluster.client(), NS)
+        .patch_status(
+            "watcher",
+            &PatchParams::apply("other-replica").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "nes.kubecrew.io/v1alpha1",
+                "kind": "NetworkCare",
+                "metadata": {"name": "watcher", "namespace": NS},
+                "status": {"deliveries": theirs, "failures": 0},
+            })),
+        )
+        .await
+        .unwrap();
+
+    // Leading again, it continues from the other replica's counts, not from its own.
+    lead.send(true).unwrap();
+    eventually("the care follows the pod again", TIMEOUT, || async {
+        (server.state.watchers() == 1).then_some(())
+    })
+    .await;
+    let seen = callback.reports().len();
+    one_more_report(&agent, &callback, seen).await;
+    let status = eventually(
+        "the new delivery counted on top of theirs",
+        TIMEOUT,
+        || async {
+            let s = care_status(&cluster, "watcher").await?;
+            (s.deliveries > theirs).then_some(s)
+        },
+    )
+    .await;
+    assert!(status.deliveries <= theirs + 3, "{status:?}");
+
+    manager.stop().await;
+    server.stop().await;
+}

@@ -79,11 +79,6 @@ const EXPECTED_UNUSED: &[(&str, Permission3, &str)] = &[
     ),
     (
         "nes-manager",
-        ("nes.kubecrew.io", "networkcares/status", "get"),
-        INVALID_SPEC,
-    ),
-    (
-        "nes-manager",
         ("events.k8s.io", "events", "patch"),
         EVENT_SERIES,
     ),

@@ -281,7 +281,20 @@ pub struct Manager {
 
 impl Manager {
     pub fn start(cluster: &DevCluster, port: u16) -> Self {
-        let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
+        Self::start_gated(cluster, port, None)
+    }
+
+    /// A manager that leads while `leader` says so, as with `--leader-elect`.
+    pub fn start_gated(
+        cluster: &DevCluster,
+        port: u16,
+        leader: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Self {
+        let mut runtime = Runtime::new(cluster.client(), OPERATOR);
+        if let Some(leader) = leader {
+            runtime = runtime.with_leader(leader);
+        }
+        let runtime = Arc::new(runtime);
         let settings = ManagerSettings {
             agent_port: port,
             agent_timeout: Duration::from_secs(5),
