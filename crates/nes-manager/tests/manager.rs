@@ -266,12 +266,7 @@ async fn network_care_delivers_filtered_link_changes() {
         if let Some(r) = callback.reports().into_iter().next() {
             return Some(r);
         }
-        let next = if agent.operstate("eth0") == "up" {
-            "down"
-        } else {
-            "up"
-        };
-        agent.set_link("eth0", next);
+        agent.toggle_link("eth0");
         None
     })
     .await;
@@ -341,12 +336,7 @@ async fn a_failing_callback_is_retried_then_counted_as_a_failure() {
         if callback.posts() > 0 {
             return Some(());
         }
-        let next = if agent.operstate("eth0") == "up" {
-            "down"
-        } else {
-            "up"
-        };
-        agent.set_link("eth0", next);
+        agent.toggle_link("eth0");
         None
     })
     .await;
@@ -375,12 +365,7 @@ async fn a_failing_callback_is_retried_then_counted_as_a_failure() {
     callback
         .status
         .store(200, std::sync::atomic::Ordering::SeqCst);
-    let next = if agent.operstate("eth0") == "up" {
-        "down"
-    } else {
-        "up"
-    };
-    agent.set_link("eth0", next);
+    agent.toggle_link("eth0");
     let status = eventually("delivered again", TIMEOUT, || async {
         let s = care_status(&cluster, "flaky").await?;
         (s.deliveries >= 1 && condition(&s.conditions, "Ready")?.0 == "True").then_some(s)
@@ -402,12 +387,7 @@ async fn one_more_report(agent: &FakeAgent, callback: &Callback, seen: usize) {
         if callback.reports().len() > seen {
             return Some(());
         }
-        let next = if agent.operstate("eth0") == "up" {
-            "down"
-        } else {
-            "up"
-        };
-        agent.set_link("eth0", next);
+        agent.toggle_link("eth0");
         None
     })
     .await;

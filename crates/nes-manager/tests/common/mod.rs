@@ -112,6 +112,16 @@ impl FakeAgent {
         });
     }
 
+    /// Takes link `name` down if it is up, else up: a change for the status stream.
+    pub fn toggle_link(&self, name: &str) {
+        let next = if self.operstate(name) == "up" {
+            "down"
+        } else {
+            "up"
+        };
+        self.set_link(name, next);
+    }
+
     pub fn operstate(&self, name: &str) -> String {
         let status = self.sender.borrow().clone();
         status
