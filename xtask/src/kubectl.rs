@@ -1,5 +1,6 @@
-//! kubectl as `cargo xtask deploy` drives it: the user's kubeconfig and context (or the ones
-//! given), YAML on stdin, and a deadline on every call so nothing waits forever.
+//! kubectl as xtask drives it (`deploy`, `undeploy`, the demo): the user's kubeconfig and
+//! context (or the ones given), YAML on stdin, and a deadline on every call so nothing waits
+//! forever.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,6 +16,8 @@ pub struct Target {
     pub kubeconfig: Option<PathBuf>,
     /// `--context`.
     pub context: Option<String>,
+    /// `--cache-dir` (discovery cache), for a cluster that is not the user's.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// kubectl bound to a [`Target`].
@@ -67,6 +70,9 @@ impl Kubectl {
         }
         if let Some(context) = &self.target.context {
             cmd.arg("--context").arg(context);
+        }
+        if let Some(cache) = &self.target.cache_dir {
+            cmd.arg("--cache-dir").arg(cache);
         }
         cmd.args(args)
             .stdin(if stdin.is_some() {

@@ -4,6 +4,7 @@ mod crds;
 mod demo;
 mod deploy;
 mod images;
+mod kubectl;
 mod protobuf_descriptors;
 mod validate;
 
@@ -161,6 +162,7 @@ impl From<TargetArgs> for deploy::Target {
         deploy::Target {
             kubeconfig: args.kubeconfig,
             context: args.context,
+            cache_dir: None,
         }
     }
 }

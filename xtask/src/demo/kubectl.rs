@@ -1,11 +1,13 @@
 //! kubectl against devcluster, the way a user would drive it; failures are errors with
 //! kubectl's own message (never panics), and "not found" is a value, not an error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+
+use crate::kubectl::{Output, Target};
 
 /// How long one kubectl invocation may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -13,32 +15,24 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// kubectl bound to the demo's kubeconfig.
 #[derive(Debug, Clone)]
 pub struct Kubectl {
-    program: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
+    inner: crate::kubectl::Kubectl,
 }
 
 impl Kubectl {
     /// kubectl (from PATH) for the cluster of `kubeconfig`, with a discovery cache beside it.
     pub fn new(kubeconfig: &Path) -> anyhow::Result<Self> {
         Ok(Kubectl {
-            program: testkit::tools::kubectl()?,
-            kubeconfig: kubeconfig.to_owned(),
-            cache: kubeconfig.with_extension("kubectl-cache"),
+            inner: crate::kubectl::Kubectl::new(Target {
+                kubeconfig: Some(kubeconfig.to_owned()),
+                context: None,
+                cache_dir: Some(kubeconfig.with_extension("kubectl-cache")),
+            })?,
         })
     }
 
     /// Runs kubectl with `args`; returns stdout, or an error with the command and stderr.
     pub async fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.output(args).await?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.inner.run(args, None, TIMEOUT).await
     }
 
     /// `kubectl get <what> -o json`, or `None` when the object does not exist (yet).
@@ -46,32 +40,16 @@ impl Kubectl {
         let mut full = vec!["get"];
         full.extend_from_slice(args);
         full.extend_from_slice(&["-o", "json"]);
-        let out = self.output(&full).await?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            if stderr.contains("NotFound") || stderr.contains("not found") {
+        let out: Output = self.inner.output(&full, None, TIMEOUT).await?;
+        if !out.success {
+            if out.stderr.contains("NotFound") || out.stderr.contains("not found") {
                 return Ok(None);
             }
-            bail!("kubectl {} failed: {}", full.join(" "), stderr.trim());
+            bail!("kubectl {} failed: {}", full.join(" "), out.stderr);
         }
-        let value = serde_json::from_slice(&out.stdout)
+        let value = serde_json::from_str(&out.stdout)
             .with_context(|| format!("kubectl {} printed no JSON", full.join(" ")))?;
         Ok(Some(value))
-    }
-
-    async fn output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        let run = tokio::process::Command::new(&self.program)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args)
-            .kill_on_drop(true)
-            .output();
-        tokio::time::timeout(TIMEOUT, run)
-            .await
-            .with_context(|| format!("kubectl {} ran over {TIMEOUT:?}", args.join(" ")))?
-            .context("starting kubectl")
     }
 }
 

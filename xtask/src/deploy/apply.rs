@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::kubectl::{Kubectl, Target};
 use super::manifest::{self, ImageOverride, Object};
 use super::summary::{self, Rollout, RolloutResult};
 use super::{FIELD_MANAGER, render};
+use crate::kubectl::{Kubectl, Target};
 
 /// How long one apply may take (the server answers in seconds; this only bounds a hang).
 const APPLY_LIMIT: Duration = Duration::from_secs(300);

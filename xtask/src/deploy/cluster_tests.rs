@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use super::apply::deploy;
 use super::delete::undeploy;
-use super::kubectl::{Kubectl, Target};
 use super::manifest::{self, ImageOverride};
 use super::summary::Rollout;
 use super::{DeployOptions, InstallerOptions, UndeployOptions, installer};
+use crate::kubectl::{Kubectl, Target};
 
 const NS: &str = "kubecrew-system";
 const EDGE_CRDS: &[&str] = &[
@@ -29,6 +29,7 @@ fn target(cluster: &DevCluster) -> Target {
     Target {
         kubeconfig: Some(cluster.kubeconfig_path().to_owned()),
         context: None,
+        cache_dir: None,
     }
 }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 
-use super::kubectl::{Kubectl, Target};
 use super::manifest::{self, ImageOverride, Object};
 use super::render;
 use super::summary;
+use crate::kubectl::{Kubectl, Target};
 
 /// Extra time kubectl gets beyond its own `--timeout` before it is killed.
 const GRACE: Duration = Duration::from_secs(30);

@@ -11,7 +11,6 @@
 
 mod apply;
 mod delete;
-mod kubectl;
 mod manifest;
 mod summary;
 
@@ -23,12 +22,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+pub use crate::kubectl::Target;
 pub use apply::{DeployOptions, run as run_deploy};
 pub use delete::{UndeployOptions, run as run_undeploy};
-pub use kubectl::Target;
 pub use manifest::ImageOverride;
 
-use kubectl::Kubectl;
+use crate::kubectl::Kubectl;
 use manifest::Object;
 
 /// The field manager of every apply, so `managedFields` say who set what.
