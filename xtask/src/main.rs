@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's own automation (tests with their tools, the demo, ...).
 
+mod cluster;
 mod crds;
 mod demo;
 mod deploy;
@@ -42,6 +43,19 @@ enum Cmd {
         /// After the story, leave everything running (and print the kubeconfig) until Ctrl-C.
         #[arg(long, conflicts_with = "ci")]
         keep_running: bool,
+    },
+    /// Build the tools of the real control plane from the pinned Go modules under tools/
+    /// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm), once,
+    /// into the tools directory (target/tools or KUBECREW_TOOLS_DIR).
+    Tools {
+        /// Print the directory of the built binaries as the last line (for PATH).
+        #[arg(long)]
+        path: bool,
+    },
+    /// A local cluster for a person to use: the real control plane or devcluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCmd,
     },
     /// Run the benchmarks and print their figures.
     Bench,
@@ -123,6 +137,27 @@ enum Cmd {
         /// Only check that the committed table is up to date.
         #[arg(long)]
         check: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Start a cluster, print `export KUBECONFIG=...`, and run until Ctrl-C or SIGTERM, then
+    /// stop every process it started.
+    Up {
+        /// The real control plane (etcd, kube-apiserver, kube-controller-manager,
+        /// kube-scheduler, kwok with 3 Nodes), built from the Go modules under tools/.
+        #[arg(long, conflicts_with = "dev")]
+        real: bool,
+        /// devcluster, the embedded API server (the default).
+        #[arg(long)]
+        dev: bool,
+        /// Also write the administrator's kubeconfig to this file.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Keep the cluster's files (certificates, logs, etcd data) in this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -263,6 +298,37 @@ fn main() -> anyhow::Result<()> {
                 output,
             },
         ),
+        Cmd::Cluster {
+            command:
+                ClusterCmd::Up {
+                    real,
+                    dev: _,
+                    kubeconfig,
+                    dir,
+                },
+        } => cluster::up(cluster::UpOptions {
+            flavor: if real {
+                localcluster::Flavor::Real
+            } else {
+                localcluster::Flavor::Dev
+            },
+            kubeconfig,
+            dir,
+        }),
+        Cmd::Tools { path } => {
+            let started = std::time::Instant::now();
+            let bin = testkit::gotools::ensure_all(testkit::gotools::ALL)
+                .context("building the Go tools")?;
+            eprintln!(
+                "xtask: tools ready in {:.0?}: {}",
+                started.elapsed(),
+                bin.display()
+            );
+            if path {
+                println!("{}", bin.display());
+            }
+            Ok(())
+        }
         Cmd::Crds { check } => crds::run(&root, check),
         Cmd::Validate => validate::run(&root),
         Cmd::Images {

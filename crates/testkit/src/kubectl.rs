@@ -31,12 +31,17 @@ pub struct Output {
 impl Kubectl {
     /// kubectl for the cluster of `kubeconfig`; the discovery cache lives beside it.
     pub fn new(kubeconfig: &Path) -> Result<Self, ToolError> {
-        let cache = kubeconfig.with_extension("kubectl-cache");
-        Ok(Kubectl {
-            program: tools::kubectl()?,
+        Ok(Kubectl::with_program(tools::kubectl()?, kubeconfig))
+    }
+
+    /// The kubectl binary `program` (e.g. the one built with the real control plane) for the
+    /// cluster of `kubeconfig`.
+    pub fn with_program(program: PathBuf, kubeconfig: &Path) -> Self {
+        Kubectl {
+            program,
             kubeconfig: kubeconfig.to_owned(),
-            cache,
-        })
+            cache: kubeconfig.with_extension("kubectl-cache"),
+        }
     }
 
     /// Runs kubectl with `args` and returns what it printed, whether it failed or not.

@@ -3,12 +3,15 @@
 //! - [`tools`]: installs the external programs tests drive (a Python virtualenv with the
 //!   `kubernetes` client, ...) into `target/tools`, once, under a file lock, so parallel test
 //!   binaries and CI share one installation.
+//! - [`gotools`]: the real control plane, kwok, kubectl and helm, built once from the pinned Go
+//!   modules under `tools/`.
 //! - [`kafka::Broker`]: a real Kafka-compatible broker (tansu) to start, stop and restart.
 //! - [`kubectl::Kubectl`]: the real kubectl, run without blocking the test's runtime.
 //! - [`netns::Netns`]: network namespaces (root + iproute2) that tests create and remove.
 //! - [`rbac`]: what a ServiceAccount is granted, what it used (an audit log), and the difference.
 //! - [`eventually`]: waits for a condition with a deadline (tests never sleep and hope).
 
+pub mod gotools;
 pub mod kafka;
 pub mod kubectl;
 pub mod netns;

@@ -67,7 +67,10 @@ fn run(what: &str, cmd: &mut Command) -> Result<(), ToolError> {
 }
 
 /// Holds an exclusive lock on `<tools>/<name>.lock` while installing.
-fn locked<T>(name: &str, f: impl FnOnce() -> Result<T, ToolError>) -> Result<T, ToolError> {
+pub(crate) fn locked<T>(
+    name: &str,
+    f: impl FnOnce() -> Result<T, ToolError>,
+) -> Result<T, ToolError> {
     let dir = tools_dir();
     std::fs::create_dir_all(&dir)?;
     let lock = File::create(dir.join(format!("{name}.lock")))?;

@@ -1,0 +1,345 @@
+//! A local Kubernetes cluster for tests, the demo and people.
+//!
+//! Two flavours behind one [`Cluster`]:
+//!
+//! - [`Flavor::Real`]: the real control plane ([`real::RealCluster`]), built from the pinned Go
+//!   modules under `tools/`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+//!   kwok with simulated Nodes. This is the authority: operator tests run here in CI.
+//! - [`Flavor::Dev`]: devcluster, the embedded API server: starts in milliseconds, needs no Go.
+//!
+//! `KUBECREW_CLUSTER=real|dev` chooses ([`Flavor::from_env`]; devcluster when unset, so a
+//! plain `cargo test` needs no Go build; `cargo xtask test` sets `real`).
+//!
+//! A test binary shares one cluster between its tests ([`shared`]); each test works in
+//! namespaces of its own ([`Cluster::namespace`]).
+
+pub mod certs;
+pub mod kubeconfig;
+pub mod process;
+pub mod real;
+mod shared;
+pub mod workdir;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+pub use real::{RealCluster, RealOptions};
+pub use shared::shared;
+
+/// Why a cluster could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or socket operation failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Generating the cluster's certificates failed.
+    #[error("generating certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// The Go-built tools could not be built.
+    #[error("building the control plane's tools: {0}")]
+    Tools(String),
+    /// A component could not be started.
+    #[error("starting {name}: {detail}")]
+    Start {
+        /// The component.
+        name: String,
+        /// Why.
+        detail: String,
+    },
+    /// A component exited while the cluster was starting or running.
+    #[error("{name} exited ({status}); its log is {log}:\n{tail}")]
+    Exited {
+        /// The component.
+        name: String,
+        /// Its exit status.
+        status: String,
+        /// Its log file.
+        log: String,
+        /// The last lines of the log.
+        tail: String,
+    },
+    /// Something the start waits for did not happen in time.
+    #[error("timed out waiting for {what}; the components' logs end with:\n{logs}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The end of every component's log.
+        logs: String,
+    },
+    /// A kubeconfig or client configuration could not be built.
+    #[error("client configuration: {0}")]
+    Kubeconfig(String),
+    /// An API request failed.
+    #[error("API request: {0}")]
+    Api(String),
+    /// devcluster failed.
+    #[error("devcluster: {0}")]
+    Dev(#[from] devcluster::Error),
+    /// `KUBECREW_CLUSTER` holds something else than `real` or `dev`.
+    #[error("KUBECREW_CLUSTER={0:?}: expected `real` or `dev`")]
+    Flavor(String),
+}
+
+/// Which kind of cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The real control plane built from Go modules.
+    Real,
+    /// devcluster, the embedded API server.
+    Dev,
+}
+
+impl Flavor {
+    /// Parses `real` or `dev`.
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        match value.trim() {
+            "real" => Ok(Flavor::Real),
+            "dev" | "devcluster" => Ok(Flavor::Dev),
+            other => Err(Error::Flavor(other.to_owned())),
+        }
+    }
+
+    /// `KUBECREW_CLUSTER`, devcluster when unset or empty.
+    pub fn from_env() -> Result<Self, Error> {
+        match std::env::var("KUBECREW_CLUSTER") {
+            Ok(v) if !v.trim().is_empty() => Flavor::parse(&v),
+            _ => Ok(Flavor::Dev),
+        }
+    }
+
+    /// `real` or `dev`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Real => "real",
+            Flavor::Dev => "dev",
+        }
+    }
+}
+
+/// How to start a cluster of either flavour.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Where to keep the cluster's files; temporary (removed at the end) when `None`.
+    pub dir: Option<PathBuf>,
+    /// Also write the administrator's kubeconfig here.
+    pub kubeconfig: Option<PathBuf>,
+    /// devcluster only: its options (RBAC, audit log, controllers).
+    pub dev: devcluster::Options,
+    /// Real only: its options (nodes, timeout); `dir` above wins over its `dir`.
+    pub real: RealOptions,
+}
+
+enum Inner {
+    Real(Box<RealCluster>),
+    Dev {
+        cluster: devcluster::DevCluster,
+        _dir: workdir::WorkDir,
+    },
+}
+
+/// A running cluster of either flavour.
+pub struct Cluster {
+    inner: Inner,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("flavor", &self.flavor())
+            .field("kubeconfig", &self.kubeconfig_path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts a cluster of `flavor` and waits until it is usable.
+    pub async fn start(flavor: Flavor, options: Options) -> Result<Self, Error> {
+        let cluster = match flavor {
+            Flavor::Real => {
+                let mut real = options.real.clone();
+                if options.dir.is_some() {
+                    real.dir = options.dir.clone();
+                }
+                Cluster {
+                    inner: Inner::Real(Box::new(RealCluster::start(real).await?)),
+                }
+            }
+            Flavor::Dev => {
+                let dir = workdir::WorkDir::new(options.dir.clone())?;
+                let mut dev = options.dev.clone();
+                dev.kubeconfig = Some(dir.path().join("admin.kubeconfig"));
+                let cluster = devcluster::DevCluster::start(dev).await?;
+                Cluster {
+                    inner: Inner::Dev { cluster, _dir: dir },
+                }
+            }
+        };
+        if let Some(path) = &options.kubeconfig {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(cluster.kubeconfig_path(), path)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Which flavour this is.
+    pub fn flavor(&self) -> Flavor {
+        match self.inner {
+            Inner::Real(_) => Flavor::Real,
+            Inner::Dev { .. } => Flavor::Dev,
+        }
+    }
+
+    /// The API server's URL.
+    pub fn url(&self) -> &str {
+        match &self.inner {
+            Inner::Real(c) => c.url(),
+            Inner::Dev { cluster, .. } => cluster.url(),
+        }
+    }
+
+    /// The administrator's kubeconfig.
+    pub fn kubeconfig_path(&self) -> &Path {
+        match &self.inner {
+            Inner::Real(c) => c.kubeconfig_path(),
+            Inner::Dev { cluster, .. } => cluster.kubeconfig_path(),
+        }
+    }
+
+    /// A new administrator client, bound to the calling tokio runtime.
+    pub fn client(&self) -> kube::Client {
+        match &self.inner {
+            Inner::Real(c) => c
+                .client()
+                .expect("the admin client configuration was loaded at start"),
+            Inner::Dev { cluster, .. } => cluster.client(),
+        }
+    }
+
+    /// A client that authenticates with a bearer `token` (a ServiceAccount token from
+    /// TokenRequest), so RBAC applies to it.
+    pub fn client_with_token(&self, token: &str) -> Result<kube::Client, Error> {
+        match &self.inner {
+            Inner::Real(c) => {
+                let mut config = c.config().clone();
+                config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+                    .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+                kube::Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))
+            }
+            Inner::Dev { cluster, .. } => Ok(cluster.client_with_token(token)?),
+        }
+    }
+
+    /// The `kubectl` that matches this cluster: the one built with the control plane for a
+    /// real cluster, the one on `PATH` for devcluster.
+    pub fn kubectl(&self) -> Result<PathBuf, Error> {
+        match self.flavor() {
+            Flavor::Real => testkit::gotools::binary(&testkit::gotools::KUBERNETES, "kubectl")
+                .map_err(|e| Error::Tools(e.to_string())),
+            Flavor::Dev => testkit::tools::kubectl().map_err(|e| Error::Tools(e.to_string())),
+        }
+    }
+
+    /// [`Cluster::kubectl`] bound to the administrator's kubeconfig.
+    pub fn kubectl_runner(&self) -> Result<testkit::kubectl::Kubectl, Error> {
+        Ok(testkit::kubectl::Kubectl::with_program(
+            self.kubectl()?,
+            self.kubeconfig_path(),
+        ))
+    }
+
+    /// The real control plane, when this is one.
+    pub fn real(&self) -> Option<&RealCluster> {
+        match &self.inner {
+            Inner::Real(c) => Some(c),
+            Inner::Dev { .. } => None,
+        }
+    }
+
+    /// devcluster, when this is one (for its test hooks: compaction, in-memory audit).
+    pub fn dev(&self) -> Option<&devcluster::DevCluster> {
+        match &self.inner {
+            Inner::Real(_) => None,
+            Inner::Dev { cluster, .. } => Some(cluster),
+        }
+    }
+
+    /// A new namespace `<prefix>-<random>`, for one test's objects.
+    pub async fn namespace(&self, prefix: &str) -> Result<String, Error> {
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                .map_err(|e| Error::Api(e.to_string()))?;
+        Api::<Namespace>::all(self.client())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map_err(|e| Error::Api(format!("creating namespace {name}: {e}")))?;
+        Ok(name)
+    }
+
+    /// Applies a CustomResourceDefinition (server-side, so tests sharing a cluster may all
+    /// install it) and waits until it is Established.
+    pub async fn install_crd(&self, crd: &CustomResourceDefinition) -> Result<(), Error> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client());
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let mut crd = crd.clone();
+        crd.metadata.managed_fields = None;
+        crd.metadata.resource_version = None;
+        let patch = serde_json::to_value(&crd).map_err(|e| Error::Api(e.to_string()))?;
+        let mut patch = patch;
+        patch["apiVersion"] = "apiextensions.k8s.io/v1".into();
+        patch["kind"] = "CustomResourceDefinition".into();
+        api.patch(
+            &name,
+            &PatchParams::apply("kubecrew-tests").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::Api(format!("applying CRD {name}: {e}")))?;
+        let established = kube::runtime::wait::await_condition(
+            api,
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        match tokio::time::timeout(Duration::from_secs(60), established).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::Api(format!("waiting for CRD {name}: {e}"))),
+            Err(_) => Err(Error::Timeout {
+                what: format!("CRD {name} to be Established"),
+                logs: String::new(),
+            }),
+        }
+    }
+
+    /// Stops the cluster (also done on drop).
+    pub async fn shutdown(self) {
+        match self.inner {
+            Inner::Real(mut c) => tokio::task::spawn_blocking(move || c.stop())
+                .await
+                .unwrap_or(()),
+            Inner::Dev { cluster, _dir } => cluster.shutdown().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flavors_parse_and_refuse_anything_else() {
+        assert_eq!(Flavor::parse("real").unwrap(), Flavor::Real);
+        assert_eq!(Flavor::parse(" dev ").unwrap(), Flavor::Dev);
+        assert_eq!(Flavor::parse("devcluster").unwrap(), Flavor::Dev);
+        let err = Flavor::parse("kind").unwrap_err().to_string();
+        assert!(err.contains("expected `real` or `dev`"), "{err}");
+    }
+}
