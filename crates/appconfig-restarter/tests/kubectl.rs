@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use testkit::eventually;
-use testkit::kubectl::Kubectl;
 
 const MANIFEST: &str = r#"
 apiVersion: apps/v1
@@ -40,16 +39,11 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_edit_of_a_config_map_rolls_the_deployment() {
-    let cluster = cluster().await;
-    let client = cluster.client();
+    let env = env().await;
+    let client = env.client();
     let operator = Operator::start(client.clone());
-    let kubectl = Kubectl::new(cluster.kubeconfig_path()).expect("kubectl");
-    let dir = cluster
-        .kubeconfig_path()
-        .parent()
-        .expect("kubeconfig directory")
-        .to_owned();
-    let manifest = dir.join("manifest.yaml");
+    let kubectl = env.kubectl();
+    let manifest = env.dir().join("manifest.yaml");
     std::fs::write(&manifest, MANIFEST).expect("manifest written");
 
     kubectl
@@ -96,5 +90,4 @@ async fn kubectl_edit_of_a_config_map_rolls_the_deployment() {
     let history = kubectl.run(&["rollout", "history", "deployment/web"]).await;
     assert!(history.contains('2'), "{history}");
     operator.stop().await;
-    cluster.shutdown().await;
 }

@@ -1,5 +1,5 @@
-//! The operator against devcluster with its workload controllers: restarts happen as real
-//! rollouts (new ReplicaSets, replaced StatefulSet pods), once per change, and never for
+//! The operator against a cluster with its workload controllers (the real control plane in
+//! CI): restarts happen as real rollouts (new ReplicaSets, replaced StatefulSet pods), once per change, and never for
 //! anything else.
 
 mod common;
@@ -16,8 +16,8 @@ const RESTARTS: &str = "kubecrew_appconfig_restarts_total{kind=";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_change_rolls_the_workloads_that_use_it_and_only_those() {
-    let cluster = cluster().await;
-    let client = cluster.client();
+    let env = env().await;
+    let client = env.client();
     let operator = Operator::start(client.clone());
     config_map(&client, "app", json!({"mode": "a"})).await;
     create::<Deployment>(&client, deployment("web", Some("app"))).await;
@@ -60,13 +60,11 @@ async fn a_data_change_rolls_the_workloads_that_use_it_and_only_those() {
     assert_eq!(deployment_hash(&client, "other").await, None);
     assert_eq!(operator.counter(RESTARTS), 2.0);
 
-    let events = testkit::kubectl::Kubectl::new(cluster.kubeconfig_path())
-        .expect("kubectl")
+    let events = env
+        .kubectl()
         .run(&[
             "get",
             "events",
-            "-n",
-            NS,
             "--field-selector",
             "reason=Restarted",
             "-o",
@@ -79,13 +77,12 @@ async fn a_data_change_rolls_the_workloads_that_use_it_and_only_those() {
     );
     assert!(events.contains("restarted by AppConfig app"), "{events}");
     operator.stop().await;
-    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_inside_the_debounce_window_make_one_restart() {
-    let cluster = cluster().await;
-    let client = cluster.client();
+    let env = env().await;
+    let client = env.client();
     let operator = Operator::start(client.clone());
     config_map(&client, "app", json!({"mode": "a"})).await;
     create::<Deployment>(&client, deployment("web", Some("app"))).await;
@@ -103,7 +100,7 @@ async fn edits_inside_the_debounce_window_make_one_restart() {
     })
     .await;
     let app = eventually("the window closed", TIMEOUT, || async {
-        let app = Api::<AppConfig>::namespaced(client.clone(), NS)
+        let app = Api::<AppConfig>::default_namespaced(client.clone())
             .get("app")
             .await
             .ok()?;
@@ -120,13 +117,12 @@ async fn edits_inside_the_debounce_window_make_one_restart() {
     let changes = operator.counter("kubecrew_appconfig_config_changes_total");
     assert!(changes >= 1.0, "{changes} changes");
     operator.stop().await;
-    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restarts_restart_nothing_and_miss_nothing() {
-    let cluster = cluster().await;
-    let client = cluster.client();
+    let env = env().await;
+    let client = env.client();
     config_map(&client, "app", json!({"mode": "a"})).await;
     create::<Deployment>(&client, deployment("web", Some("app"))).await;
     create::<AppConfig>(
@@ -156,13 +152,12 @@ async fn operator_restarts_restart_nothing_and_miss_nothing() {
     .await;
     assert_eq!(third.counter(RESTARTS), 1.0);
     third.stop().await;
-    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_labels_and_missing_objects() {
-    let cluster = cluster().await;
-    let client = cluster.client();
+    let env = env().await;
+    let client = env.client();
     let operator = Operator::start(client.clone());
     config_map(&client, "app", json!({"important": "1", "noise": "1"})).await;
     create::<Deployment>(&client, deployment("web", Some("app"))).await;
@@ -211,7 +206,7 @@ async fn keys_labels_and_missing_objects() {
     )
     .await;
     let degraded = eventually("Degraded names the missing ConfigMap", TIMEOUT, || async {
-        let app = Api::<AppConfig>::namespaced(client.clone(), NS)
+        let app = Api::<AppConfig>::default_namespaced(client.clone())
             .get("broken")
             .await
             .ok()?;
@@ -228,5 +223,4 @@ async fn keys_labels_and_missing_objects() {
         degraded.message
     );
     operator.stop().await;
-    cluster.shutdown().await;
 }

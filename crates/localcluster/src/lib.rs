@@ -18,6 +18,7 @@ pub mod kubeconfig;
 pub mod process;
 pub mod real;
 mod shared;
+mod test_env;
 pub mod workdir;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 pub use real::{RealCluster, RealOptions};
 pub use shared::shared;
+pub use test_env::TestEnv;
 
 /// Why a cluster could not be started or used.
 #[derive(Debug, thiserror::Error)]
@@ -211,28 +213,54 @@ impl Cluster {
         }
     }
 
+    /// The administrator's client configuration.
+    pub fn config(&self) -> kube::Config {
+        match &self.inner {
+            Inner::Real(c) => c.config().clone(),
+            Inner::Dev { cluster, .. } => {
+                kube::Config::new(cluster.url().parse().expect("devcluster's URL is valid"))
+            }
+        }
+    }
+
     /// A new administrator client, bound to the calling tokio runtime.
     pub fn client(&self) -> kube::Client {
-        match &self.inner {
-            Inner::Real(c) => c
-                .client()
-                .expect("the admin client configuration was loaded at start"),
-            Inner::Dev { cluster, .. } => cluster.client(),
+        kube::Client::try_from(self.config()).expect("the admin client configuration builds")
+    }
+
+    /// [`Cluster::client`] with `namespace` as its default namespace.
+    pub fn client_in(&self, namespace: &str) -> kube::Client {
+        let mut config = self.config();
+        config.default_namespace = namespace.to_owned();
+        kube::Client::try_from(config).expect("the admin client configuration builds")
+    }
+
+    /// Writes a copy of the administrator's kubeconfig to `path`, its context defaulting to
+    /// `namespace` when given.
+    pub fn write_kubeconfig(&self, path: &Path, namespace: Option<&str>) -> Result<(), Error> {
+        let mut config = kube::config::Kubeconfig::read_from(self.kubeconfig_path())
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        if let Some(namespace) = namespace {
+            for context in config
+                .contexts
+                .iter_mut()
+                .filter_map(|c| c.context.as_mut())
+            {
+                context.namespace = Some(namespace.to_owned());
+            }
         }
+        kubeconfig::write(path, &config)
     }
 
     /// A client that authenticates with a bearer `token` (a ServiceAccount token from
     /// TokenRequest), so RBAC applies to it.
     pub fn client_with_token(&self, token: &str) -> Result<kube::Client, Error> {
-        match &self.inner {
-            Inner::Real(c) => {
-                let mut config = c.config().clone();
-                config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
-                    .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-                kube::Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))
-            }
-            Inner::Dev { cluster, .. } => Ok(cluster.client_with_token(token)?),
-        }
+        let mut config = self.config();
+        // AuthInfo's token is a secret type of kube's; its deserializer builds one without a
+        // dependency on the secrecy crate here.
+        config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        kube::Client::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))
     }
 
     /// The `kubectl` that matches this cluster: the one built with the control plane for a

@@ -1,5 +1,6 @@
-//! Fixtures: devcluster with its workload controllers and the AppConfig CRD, the operator
-//! in-process, and workloads that use configuration in different ways.
+//! Fixtures: the test binary's cluster (the real control plane in CI, devcluster by default;
+//! see localcluster) with the AppConfig CRD, a namespace per test, the operator in-process
+//! watching that namespace, and workloads that use configuration in different ways.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -7,28 +8,24 @@ use std::time::Duration;
 
 use appconfig_restarter::reconcile::OPERATOR;
 use appconfig_restarter::resource::AppConfig;
-use devcluster::DevCluster;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
+use localcluster::TestEnv;
 use operator_core::backoff::Policy;
 use operator_core::{Runtime, Settings};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-pub const NS: &str = "default";
 
-pub async fn cluster() -> DevCluster {
-    let cluster = DevCluster::start(devcluster::Options::default())
-        .await
-        .expect("devcluster starts");
-    cluster
-        .install_crd(&AppConfig::crd())
-        .await
-        .expect("CRD installed");
-    cluster
+/// This test's namespace on the binary's cluster, with the AppConfig CRD installed. Clients
+/// from `env.client()` default to the namespace, and every helper below works in it.
+pub async fn env() -> TestEnv {
+    let env = TestEnv::new("appconfig").await;
+    env.install_crd(&AppConfig::crd()).await;
+    env
 }
 
 /// The operator running in this process.
@@ -38,7 +35,10 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Starts the operator on `client`, watching only the client's default namespace (the
+    /// test's), so tests sharing a cluster never act on each other's objects.
     pub fn start(client: Client) -> Self {
+        let namespace = client.default_namespace().to_owned();
         let runtime = Arc::new(Runtime::new(client, OPERATOR));
         let settings = Settings {
             concurrency: 4,
@@ -52,7 +52,7 @@ impl Operator {
         };
         let rt = runtime.clone();
         let task = tokio::spawn(async move {
-            appconfig_restarter::operator::run(rt, None, settings)
+            appconfig_restarter::operator::run(rt, Some(&namespace), settings)
                 .await
                 .expect("metrics register");
         });
@@ -85,7 +85,7 @@ where
         + std::fmt::Debug,
 {
     let obj: K = serde_json::from_value(value).expect("valid object");
-    Api::<K>::namespaced(client.clone(), NS)
+    Api::<K>::default_namespaced(client.clone())
         .create(&PostParams::default(), &obj)
         .await
         .expect("created")
@@ -96,7 +96,7 @@ pub async fn config_map(client: &Client, name: &str, data: Value) {
 }
 
 pub async fn edit_config_map(client: &Client, name: &str, patch: Value) {
-    Api::<ConfigMap>::namespaced(client.clone(), NS)
+    Api::<ConfigMap>::default_namespaced(client.clone())
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("ConfigMap patched");
@@ -151,7 +151,7 @@ pub fn app_config(name: &str, spec: Value) -> Value {
 
 /// The ReplicaSets of Deployment `name`.
 pub async fn replica_sets(client: &Client, name: &str) -> usize {
-    Api::<ReplicaSet>::namespaced(client.clone(), NS)
+    Api::<ReplicaSet>::default_namespaced(client.clone())
         .list(&ListParams::default().labels(&format!("app={name}")))
         .await
         .expect("listed")
@@ -160,7 +160,7 @@ pub async fn replica_sets(client: &Client, name: &str) -> usize {
 }
 
 pub async fn deployment_hash(client: &Client, name: &str) -> Option<String> {
-    let d = Api::<Deployment>::namespaced(client.clone(), NS)
+    let d = Api::<Deployment>::default_namespaced(client.clone())
         .get(name)
         .await
         .ok()?;
@@ -173,7 +173,7 @@ pub async fn deployment_hash(client: &Client, name: &str) -> Option<String> {
 }
 
 pub async fn stateful_set_revisions(client: &Client, name: &str) -> Option<(String, String)> {
-    let s = Api::<StatefulSet>::namespaced(client.clone(), NS)
+    let s = Api::<StatefulSet>::default_namespaced(client.clone())
         .get(name)
         .await
         .ok()?;
@@ -187,7 +187,7 @@ pub async fn recorded(client: &Client, name: &str, count: usize) -> AppConfig {
         &format!("{name} records {count} workloads"),
         TIMEOUT,
         || async {
-            let app = Api::<AppConfig>::namespaced(client.clone(), NS)
+            let app = Api::<AppConfig>::default_namespaced(client.clone())
                 .get(name)
                 .await
                 .ok()?;
