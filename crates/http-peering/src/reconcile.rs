@@ -69,7 +69,22 @@ pub async fn reconcile(kch: Arc<KindCustomHttp>, ctx: Arc<Context>) -> Result<Ac
     );
     let config_map = applier.apply(desired::config_map(&kch)).await?;
     remove_extra_keys(&ctx.runtime.client, &kch, &config_map).await?;
-    let service = applier.apply(desired::service(&kch)).await?;
+    let service = match applier.apply(desired::service(&kch)).await {
+        // A port changed by hand keeps its name: applying ours beside it makes two ports named
+        // `http`, which the API server refuses. Put our port back, then apply again.
+        Err(ApplyError::Apply { source, .. }) if is_invalid(&source) => {
+            tracing::info!(kch = %kch.name_any(), error = %source,
+                "the Service does not take our port beside its own: replacing its ports");
+            replace_ports(
+                &ctx.runtime.client,
+                &kch,
+                &kch.namespace().unwrap_or_default(),
+            )
+            .await?;
+            applier.apply(desired::service(&kch)).await?
+        }
+        applied => applied?,
+    };
     restore_ports(&ctx.runtime.client, &kch, &service).await?;
     let deployment = applier.apply(desired::deployment(&kch)).await?;
     let kinds = [
@@ -159,11 +174,24 @@ async fn restore_ports(
         return Ok(());
     }
     tracing::info!(kch = %kch.name_any(), "restoring the Service's port");
-    let patch = json!({"spec": {"ports": [wanted]}});
-    Api::<Service>::namespaced(client.clone(), &live.namespace().unwrap_or_default())
-        .patch(&live.name_any(), &params(), &Patch::Merge(&patch))
+    replace_ports(client, kch, &live.namespace().unwrap_or_default()).await
+}
+
+/// Replaces the Service's ports with exactly ours (a merge patch replaces a list whole).
+async fn replace_ports(
+    client: &kube::Client,
+    kch: &KindCustomHttp,
+    namespace: &str,
+) -> Result<(), kube::Error> {
+    let patch = json!({"spec": {"ports": [desired::service_port(kch)]}});
+    Api::<Service>::namespaced(client.clone(), namespace)
+        .patch(&kch.name_any(), &params(), &Patch::Merge(&patch))
         .await?;
     Ok(())
+}
+
+fn is_invalid(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_invalid())
 }
 
 fn params() -> PatchParams {

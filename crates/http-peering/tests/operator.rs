@@ -1,46 +1,41 @@
-//! The operator against devcluster (with its Deployment, ReplicaSet, pod and garbage-collector
-//! controllers): children with the right specs, every kind of drift corrected, port changes
+//! The operator against the test binary's cluster (the real control plane in CI, with its
+//! Deployment, ReplicaSet, scheduler, kwok and garbage-collector controllers): children with the right specs, every kind of drift corrected, port changes
 //! propagated, bad specs refused with the line named, children gone with their owner.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use devcluster::DevCluster;
 use http_peering::reconcile::OPERATOR;
 use http_peering::resource::KindCustomHttp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
+use localcluster::TestEnv;
 use operator_core::Runtime;
 use serde_json::json;
 use testkit::eventually;
-use testkit::kubectl::Kubectl;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const NS: &str = "default";
-
-async fn setup() -> (DevCluster, Arc<Runtime>) {
-    let cluster = DevCluster::start(devcluster::Options::default())
-        .await
-        .expect("devcluster starts");
-    cluster
-        .install_crd(&KindCustomHttp::crd())
-        .await
-        .expect("CRD installed");
-    let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
+/// A namespace of this test's on the binary's cluster, and the operator watching only it.
+async fn setup() -> (TestEnv, Arc<Runtime>) {
+    let env = TestEnv::new("peering").await;
+    env.install_crd(&KindCustomHttp::crd()).await;
+    let runtime = Arc::new(Runtime::new(env.client(), OPERATOR));
     let rt = runtime.clone();
+    let namespace = env.namespace().to_owned();
     tokio::spawn(async move {
-        http_peering::operator::run(rt, None, operator_core::Settings::default()).await;
+        http_peering::operator::run(rt, Some(&namespace), operator_core::Settings::default()).await;
     });
-    (cluster, runtime)
+    (env, runtime)
 }
 
+/// `Api<K>` in the client's default namespace (the test's).
 fn api<K>(client: &Client) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
-    Api::namespaced(client.clone(), NS)
+    Api::default_namespaced(client.clone())
 }
 
 async fn create_mesh(client: &Client, hostports: &str) {
@@ -89,8 +84,8 @@ async fn condition(client: &Client, type_: &str) -> Option<(String, String, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_are_kept_in_shape_and_go_with_their_owner() {
-    let (cluster, runtime) = setup().await;
-    let client = cluster.client();
+    let (env, runtime) = setup().await;
+    let client = env.client();
     create_mesh(&client, "mesh.default.svc,8080\n").await;
 
     eventually("children exist", TIMEOUT, || async {
@@ -125,7 +120,7 @@ async fn children_are_kept_in_shape_and_go_with_their_owner() {
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
     assert_eq!(replicas(&client).await, Some(2));
 
-    // Status follows the Deployment: devcluster's controllers make the pods ready.
+    // Status follows the Deployment: the cluster's controllers make the pods ready.
     let ready = eventually("Ready=True", TIMEOUT, || async {
         condition(&client, "Ready").await.filter(|c| c.0 == "True")
     })
@@ -140,7 +135,7 @@ async fn children_are_kept_in_shape_and_go_with_their_owner() {
     assert_eq!((status.replicas, status.ready_replicas), (2, 2));
 
     // Drift: a hand scale.
-    let kubectl = Kubectl::new(cluster.kubeconfig_path()).expect("kubectl");
+    let kubectl = env.kubectl();
     kubectl
         .run(&["scale", "deployment/mesh", "--replicas=5"])
         .await;
@@ -242,13 +237,12 @@ async fn children_are_kept_in_shape_and_go_with_their_owner() {
     })
     .await;
     runtime.shutdown.cancel();
-    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_hostports_line_is_named_and_nothing_is_applied() {
-    let (cluster, runtime) = setup().await;
-    let client = cluster.client();
+    let (env, runtime) = setup().await;
+    let client = env.client();
     create_mesh(&client, "a.example,80\n").await;
     eventually("ConfigMap applied", TIMEOUT, || async {
         hostports(&client).await
@@ -286,5 +280,4 @@ async fn a_bad_hostports_line_is_named_and_nothing_is_applied() {
         "nothing applied from the bad spec"
     );
     runtime.shutdown.cancel();
-    cluster.shutdown().await;
 }
