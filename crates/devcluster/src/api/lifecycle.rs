@@ -1,6 +1,7 @@
-//! Kind-specific rules the real server applies around writes: namespaces (phase, the
-//! `kubernetes` finalizer and content cleanup), CRDs (validation, serving, status, instance
-//! cleanup), services (cluster IP allocation), pods (initial phase).
+//! Kind-specific rules the real server applies around writes: built-in defaults and the
+//! ConfigMap/Secret rules (see [`prepare`]), namespaces (phase, the `kubernetes` finalizer and
+//! content cleanup), CRDs (validation, serving, status, instance cleanup), services (cluster IP
+//! and IP family allocation), pods (initial phase).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,10 @@ use serde_json::{Value, json};
 
 use super::ApiServer;
 use super::delete::DeleteOptions;
+use crate::configdata;
 use crate::crd;
+use crate::defaults;
+use crate::error::ApiError;
 use crate::objects;
 use crate::resources::{ResourceInfo, StorageKey};
 use crate::store::{StoreError, resource_version};
@@ -46,20 +50,109 @@ pub(super) fn graceful(_info: &ResourceInfo, _obj: &Value) -> bool {
     false
 }
 
+/// What the server's decoding does to a built-in object on every create and update (POST,
+/// PUT, every PATCH type, server-side apply), before validation: refuses byte fields that are
+/// not base64 (400, as a failed decode), merges a Secret's `stringData` into `data`, and applies
+/// the kind's defaults ([`defaults::apply`]). Idempotent, so the pipeline runs it again after
+/// mutating admission.
+pub(crate) fn prepare(info: &ResourceInfo, obj: &mut Value) -> Result<(), ApiError> {
+    if info.origin != crate::resources::Origin::Builtin {
+        return Ok(());
+    }
+    if info.group.is_empty() {
+        configdata::check_base64(&info.kind, obj).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: {e}",
+                kind = info.kind,
+                version = info.version,
+            ))
+        })?;
+        if info.kind == "Secret" {
+            configdata::merge_string_data(obj);
+        }
+    }
+    defaults::apply(&info.group, &info.kind, obj);
+    Ok(())
+}
+
+/// A Service's IP families, as upstream's allocator sets them (`initIPFamilyFields`) on a
+/// single-stack IPv4 cluster: `SingleStack` and the family of its cluster IP (IPv4 until one
+/// is allocated), except a headless Service without a selector, which requires dual stack.
+/// ExternalName Services have none. Fields the client set are kept.
+fn service_ip_families(spec: &mut Value) {
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
+    if spec.get("type").and_then(Value::as_str) == Some("ExternalName") {
+        return;
+    }
+    let headless_selectorless = spec.get("clusterIP").and_then(Value::as_str) == Some("None")
+        && spec
+            .get("selector")
+            .and_then(Value::as_object)
+            .is_none_or(serde_json::Map::is_empty);
+    if spec.get("ipFamilyPolicy").is_none_or(Value::is_null) {
+        let policy = if headless_selectorless {
+            "RequireDualStack"
+        } else {
+            "SingleStack"
+        };
+        spec.insert("ipFamilyPolicy".into(), json!(policy));
+    }
+    let unset = spec
+        .get("ipFamilies")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if !unset {
+        return;
+    }
+    let mut families: Vec<Value> = spec
+        .get("clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .take_while(|ip| *ip != "None")
+        .map(|ip| json!(if ip.contains(':') { "IPv6" } else { "IPv4" }))
+        .collect();
+    if families.is_empty() {
+        families.push(json!("IPv4"));
+    }
+    if headless_selectorless
+        && families.len() < 2
+        && spec.get("ipFamilyPolicy").and_then(Value::as_str) != Some("SingleStack")
+    {
+        let other = if families[0] == "IPv4" {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        families.push(json!(other));
+    }
+    spec.insert("ipFamilies".into(), Value::Array(families));
+}
+
 /// Server-set fields of a new object of a particular kind.
 pub(super) fn on_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Value) {
     if is(info, "", "Namespace") {
-        obj["spec"] = json!({"finalizers": [NAMESPACE_FINALIZER]});
+        // The `kubernetes` finalizer is required; others the client gave are kept.
+        let mut finalizers: Vec<Value> = obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !finalizers.iter().any(|f| f == NAMESPACE_FINALIZER) {
+            finalizers.push(json!(NAMESPACE_FINALIZER));
+        }
+        obj["spec"] = json!({"finalizers": finalizers});
         obj["status"] = json!({"phase": "Active"});
     } else if is(info, "apiextensions.k8s.io", "CustomResourceDefinition") {
         objects::add_finalizer(obj, crd::CLEANUP_FINALIZER);
     } else if is(info, "", "Service") {
+        // The type, ports and session affinity are defaulted already (`prepare`).
         let spec = &mut obj["spec"];
         if !spec.is_object() {
             *spec = json!({});
-        }
-        if spec.get("type").is_none() {
-            spec["type"] = json!("ClusterIP");
         }
         let wants_ip = spec.get("type").and_then(Value::as_str) != Some("ExternalName")
             && spec.get("clusterIP").and_then(Value::as_str) != Some("None");
@@ -68,23 +161,15 @@ pub(super) fn on_create(server: &ApiServer, info: &ResourceInfo, obj: &mut Value
             spec["clusterIP"] = json!(ip);
             spec["clusterIPs"] = json!([ip]);
         }
-        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-            for p in ports {
-                if p.get("protocol").is_none() {
-                    p["protocol"] = json!("TCP");
-                }
-                if p.get("targetPort").is_none()
-                    && let Some(port) = p.get("port").cloned()
-                {
-                    p["targetPort"] = port;
-                }
-            }
+        if spec.get("clusterIP").and_then(Value::as_str) == Some("None")
+            && spec.get("clusterIPs").is_none_or(Value::is_null)
+        {
+            spec["clusterIPs"] = json!(["None"]);
         }
-        if spec.get("sessionAffinity").is_none() {
-            spec["sessionAffinity"] = json!("None");
-        }
+        service_ip_families(spec);
     } else if is(info, "", "Pod") {
-        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        let qos = defaults::pod_qos_class(obj.get("spec").unwrap_or(&Value::Null));
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
     }
 }
 
@@ -96,13 +181,16 @@ pub(super) fn on_update(info: &ResourceInfo, old: &Value, new: &mut Value) {
             new["spec"]["finalizers"] = f.clone();
         }
     } else if is(info, "", "Service") {
-        for field in ["clusterIP", "clusterIPs"] {
+        for field in ["clusterIP", "clusterIPs", "ipFamilyPolicy", "ipFamilies"] {
             if new.pointer(&format!("/spec/{field}")).is_none()
                 && let Some(v) = old.pointer(&format!("/spec/{field}"))
                 && new.get("spec").is_some_and(Value::is_object)
             {
                 new["spec"][field] = v.clone();
             }
+        }
+        if let Some(spec) = new.get_mut("spec") {
+            service_ip_families(spec);
         }
     }
 }
@@ -111,6 +199,18 @@ pub(super) fn on_update(info: &ResourceInfo, old: &Value, new: &mut Value) {
 pub(super) fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     if is(info, "apiextensions.k8s.io", "CustomResourceDefinition") {
         return crd::validate(obj);
+    }
+    if is(info, "", "ConfigMap") || is(info, "", "Secret") {
+        return configdata::validate(&info.kind, obj);
+    }
+    Vec::new()
+}
+
+/// Kind-specific validation of an update against the stored object (immutable ConfigMaps
+/// and Secrets, a Secret's type).
+pub(super) fn validate_update(info: &ResourceInfo, old: &Value, new: &Value) -> Vec<FieldError> {
+    if is(info, "", "ConfigMap") || is(info, "", "Secret") {
+        return configdata::validate_update(&info.kind, old, new);
     }
     Vec::new()
 }

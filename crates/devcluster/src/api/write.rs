@@ -245,6 +245,7 @@ fn apply_error(info: &ResourceInfo, name: &str, e: ApplyError) -> ApiError {
 fn schema_pass(
     info: &ResourceInfo,
     obj: &mut Value,
+    old: Option<&Value>,
     opts: &WriteOptions,
 ) -> Result<Vec<String>, Vec<FieldError>> {
     let mut warnings = Vec::new();
@@ -288,6 +289,9 @@ fn schema_pass(
         ));
     }
     errors.extend(lifecycle::validate(info, obj));
+    if let Some(old) = old {
+        errors.extend(lifecycle::validate_update(info, old, obj));
+    }
     if errors.is_empty() {
         Ok(warnings)
     } else {
@@ -500,6 +504,7 @@ impl ApiServer {
     ) -> Result<(Value, Vec<String>), ApiError> {
         self.check_namespace_open(info, ns)?;
         objects::prepare_create(info, &mut obj, ns);
+        lifecycle::prepare(info, &mut obj)?;
         lifecycle::on_create(self, info, &mut obj);
         let name = objects::meta_str(&obj, "name")
             .unwrap_or_default()
@@ -517,8 +522,10 @@ impl ApiServer {
                 true,
             )
             .await?;
+        // Mutating webhooks may have added what needs defaulting or converting.
+        lifecycle::prepare(info, &mut obj)?;
         warnings.extend(
-            schema_pass(info, &mut obj, opts)
+            schema_pass(info, &mut obj, None, opts)
                 .map_err(|errs| ApiError::invalid(&info.group, &info.kind, &name, &errs))?,
         );
         if !managed {
@@ -570,6 +577,7 @@ impl ApiServer {
         mut obj: Value,
     ) -> Result<Arc<Value>, ApiError> {
         objects::prepare_create(info, &mut obj, ns);
+        lifecycle::prepare(info, &mut obj)?;
         lifecycle::on_create(self, info, &mut obj);
         let name = objects::meta_str(&obj, "name")
             .unwrap_or_default()
@@ -610,7 +618,10 @@ impl ApiServer {
                 .ok_or_else(|| ApiError::not_found(subject(info, name)))?;
             // The whole pipeline works on the request's version; storage sees its own form.
             let current = present(info, &stored);
-            let computed = compute(&current)?;
+            let mut computed = compute(&current)?;
+            // Defaults first, as the server's decoding applies them: a body that leaves out
+            // what defaulting fills in changes nothing, and bumps no generation.
+            lifecycle::prepare(info, &mut computed.object)?;
             if let Some(rv) = computed.precondition_rv
                 && rv != resource_version(&current)
             {
@@ -635,8 +646,9 @@ impl ApiServer {
                     true,
                 )
                 .await?;
+            lifecycle::prepare(info, &mut new)?;
             warnings.extend(
-                schema_pass(info, &mut new, opts)
+                schema_pass(info, &mut new, Some(&current), opts)
                     .map_err(|errs| ApiError::invalid(&info.group, &info.kind, name, &errs))?,
             );
             if !computed.managed {

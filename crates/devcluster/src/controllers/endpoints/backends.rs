@@ -136,8 +136,8 @@ fn declared_families(svc: &Service) -> Vec<Family> {
 
 /// The address types of a Service's EndpointSlices. Upstream falls back to both families for
 /// a headless Service without `ipFamilies` (an API server too old to set them); devcluster's
-/// API server does not set them either and its pods are IPv4-only, so this falls back to
-/// IPv4, which is what a single-stack cluster's API server would have defaulted.
+/// API server sets them as a single-stack IPv4 cluster's does, and its pods are IPv4-only, so
+/// a Service without them (stored some other way) falls back to IPv4.
 pub(super) fn slice_families(svc: &Service) -> Vec<Family> {
     let families = declared_families(svc);
     if families.is_empty() {
