@@ -70,7 +70,8 @@ pub fn service_account_user(namespace: &str, name: &str) -> String {
     format!("system:serviceaccount:{namespace}:{name}")
 }
 
-/// What `user` requested, from devcluster's audit log (JSON lines): every resource request's
+/// What `user` requested, from an audit log (JSON lines of devcluster or kube-apiserver, see
+/// [`AuditedRequest`]): every resource request's
 /// permission, and the requests that were denied (`403`), as `verb path` lines.
 pub fn used_by(
     audit_log: &str,
@@ -86,20 +87,87 @@ pub fn used_by(
             line: number + 1,
             source,
         })?;
-        let field = |name: &str| entry.get(name).and_then(Value::as_str).unwrap_or("");
-        if field("user") != user || entry.get("resourceRequest") != Some(&Value::Bool(true)) {
+        let Some(request) = AuditedRequest::of(&entry) else {
+            continue;
+        };
+        if request.user != user || !request.resource_request {
             continue;
         }
-        let resource = match field("subresource") {
-            "" => field("resource").to_owned(),
-            sub => format!("{}/{sub}", field("resource")),
+        let resource = match request.subresource {
+            "" => request.resource.to_owned(),
+            sub => format!("{}/{sub}", request.resource),
         };
-        used.insert(Permission::new(field("apiGroup"), &resource, field("verb")));
-        if entry.get("code").and_then(Value::as_u64) == Some(403) {
-            denied.push(format!("{} {}", field("verb"), field("path")));
+        used.insert(Permission::new(request.group, &resource, request.verb));
+        if request.code == Some(403) {
+            denied.push(format!("{} {}", request.verb, request.path));
         }
     }
     Ok((used, denied))
+}
+
+/// One request of an audit log, in either format: devcluster's flat lines, or kube-apiserver's
+/// `audit.k8s.io/v1` Events (`--audit-log-format=json`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct AuditedRequest<'a> {
+    /// Who asked.
+    pub user: &'a str,
+    /// The verb, as RBAC knows it.
+    pub verb: &'a str,
+    /// Whether it addressed a resource (not a URL like `/readyz`).
+    pub resource_request: bool,
+    /// The API group ("" for core).
+    pub group: &'a str,
+    /// The resource.
+    pub resource: &'a str,
+    /// The subresource, or "".
+    pub subresource: &'a str,
+    /// The path asked for.
+    pub path: &'a str,
+    /// The response's status code, when it was answered.
+    pub code: Option<u64>,
+}
+
+impl<'a> AuditedRequest<'a> {
+    /// Reads one entry; `None` for an entry of neither shape (or a stage without a response).
+    pub fn of(entry: &'a Value) -> Option<Self> {
+        let text = |pointer: &str| entry.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+        if entry.get("kind").and_then(Value::as_str) == Some("Event") {
+            // kube-apiserver: only the final stage carries the response.
+            if !matches!(text("/stage"), "ResponseComplete" | "Panic") {
+                return None;
+            }
+            return Some(AuditedRequest {
+                user: text("/user/username"),
+                verb: text("/verb"),
+                resource_request: entry.get("objectRef").is_some(),
+                group: text("/objectRef/apiGroup"),
+                resource: text("/objectRef/resource"),
+                subresource: text("/objectRef/subresource"),
+                path: text("/requestURI"),
+                code: entry
+                    .pointer("/responseStatus/code")
+                    .and_then(Value::as_u64),
+            });
+        }
+        Some(AuditedRequest {
+            user: text("/user"),
+            verb: text("/verb"),
+            resource_request: entry.get("resourceRequest") == Some(&Value::Bool(true)),
+            group: text("/apiGroup"),
+            resource: text("/resource"),
+            subresource: text("/subresource"),
+            path: text("/path"),
+            code: entry.get("code").and_then(Value::as_u64),
+        })
+    }
+
+    /// Whether the request could change something.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
+    }
 }
 
 /// The permissions the ServiceAccount `namespace/name` holds through the bindings among
@@ -401,5 +469,46 @@ mod tests {
         let exact = compare(&granted, &granted, vec![], &[]);
         assert!(exact.is_exact());
         assert!(!compare(&granted, &granted, vec!["list /x".into()], &[]).is_exact());
+    }
+}
+
+#[cfg(test)]
+mod audit_format_tests {
+    use super::*;
+
+    #[test]
+    fn kube_apiserver_events_are_read_at_their_last_stage() {
+        let log = [
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseStarted","requestURI":"/api/v1/pods?watch=true","verb":"watch","user":{"username":"system:serviceaccount:ns:op"},"objectRef":{"resource":"pods","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/apis/apps/v1/namespaces/ns/deployments/web","verb":"patch","user":{"username":"system:serviceaccount:ns:op"},"objectRef":{"resource":"deployments","namespace":"ns","name":"web","apiGroup":"apps","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns/secrets/x","verb":"get","user":{"username":"system:serviceaccount:ns:op"},"objectRef":{"resource":"secrets","namespace":"ns","name":"x","apiVersion":"v1"},"responseStatus":{"code":403}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/readyz","verb":"get","user":{"username":"system:serviceaccount:ns:op"},"responseStatus":{"code":200}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"someone-else"},"objectRef":{"resource":"pods","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
+        ]
+        .join("\n");
+        let (used, denied) = used_by(&log, "system:serviceaccount:ns:op").unwrap();
+        assert_eq!(
+            used,
+            BTreeSet::from([
+                Permission::new("apps", "deployments", "patch"),
+                Permission::new("", "secrets", "get"),
+            ]),
+            "the watch's first stage and the non-resource URL are not counted twice or at all"
+        );
+        assert_eq!(denied, ["get /api/v1/namespaces/ns/secrets/x"]);
+    }
+
+    #[test]
+    fn writes_are_told_from_reads() {
+        let entry: Value = serde_json::from_str(
+            r#"{"kind":"Event","stage":"ResponseComplete","verb":"update","user":{"username":"u"},"objectRef":{"resource":"configmaps"},"responseStatus":{"code":200}}"#,
+        )
+        .unwrap();
+        let request = AuditedRequest::of(&entry).unwrap();
+        assert!(request.is_write());
+        assert_eq!(request.resource, "configmaps");
+        let entry: Value =
+            serde_json::from_str(r#"{"user":"u","verb":"list","resourceRequest":true}"#).unwrap();
+        assert!(!AuditedRequest::of(&entry).unwrap().is_write());
     }
 }
