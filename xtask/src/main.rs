@@ -25,8 +25,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the tools the tests drive, then run every test of the workspace.
+    /// Install the tools the tests drive, then run every test of the workspace. The operators'
+    /// integration tests run on the real control plane (built from tools/ on first use).
     Test {
+        /// The cluster the operator tests run on: `real` (kube-apiserver and friends, the
+        /// default) or `dev` (devcluster: no Go build, seconds faster). KUBECREW_CLUSTER wins.
+        #[arg(long, env = "KUBECREW_CLUSTER", default_value = "real")]
+        cluster: String,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -217,7 +222,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = testkit::tools::workspace_root();
     match cli.command {
-        Cmd::Test { args } => {
+        Cmd::Test { cluster, args } => {
+            let flavor = localcluster::Flavor::parse(&cluster)?;
             eprintln!("xtask: checking kubectl");
             let kubectl = testkit::tools::kubectl()?;
             eprintln!("xtask: {}", kubectl.display());
@@ -232,8 +238,22 @@ fn main() -> anyhow::Result<()> {
             );
             let tansu = testkit::tools::tansu().context("installing tansu")?;
             eprintln!("xtask: {}", tansu.display());
+            if flavor == localcluster::Flavor::Real {
+                eprintln!(
+                    "xtask: building the real control plane and helm (once, into the tools directory; a first build takes many minutes)"
+                );
+                let bin = testkit::gotools::ensure_all(testkit::gotools::ALL)
+                    .context("building the Go tools")?;
+                eprintln!("xtask: {}", bin.display());
+            }
+            eprintln!(
+                "xtask: operator tests run on the {} cluster (KUBECREW_CLUSTER={})",
+                flavor.name(),
+                flavor.name()
+            );
             let status = cargo()
                 .current_dir(&root)
+                .env("KUBECREW_CLUSTER", flavor.name())
                 // --all-features: nes-api's CRDs sit behind a feature the agent does not use.
                 .args(["test", "--workspace", "--all-features", "--locked"])
                 .args(&args)

@@ -13,6 +13,8 @@ use testkit::eventually;
 
 const SUCCESS: &str = "kubecrew_reconcile_total{result=\"success\"";
 const RESTARTS: &str = "kubecrew_appconfig_restarts_total{kind=";
+/// How long a reconciled operator is watched for writes.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_change_rolls_the_workloads_that_use_it_and_only_those() {
@@ -222,5 +224,46 @@ async fn keys_labels_and_missing_objects() {
         "{}",
         degraded.message
     );
+    operator.stop().await;
+}
+
+/// Once the AppConfig is reconciled and its workloads rolled, nothing is written while nothing
+/// changes: on a real API server (which adds defaults to every object) an operator that
+/// compares what it wants with what it reads could otherwise write forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciled_objects_cause_no_writes() {
+    let env = env().await;
+    let client = env.client();
+    let operator = Operator::start(client.clone());
+    config_map(&client, "app", json!({"mode": "a"})).await;
+    create::<Deployment>(&client, deployment("web", Some("app"))).await;
+    create::<StatefulSet>(&client, stateful_set("db", "app")).await;
+    create::<AppConfig>(
+        &client,
+        app_config("app", json!({"configMaps": ["app"], "debounce": "0s"})),
+    )
+    .await;
+    recorded(&client, "app", 2).await;
+    edit_config_map(&client, "app", json!({"data": {"mode": "b"}})).await;
+    eventually("web rolls to a new ReplicaSet", TIMEOUT, || async {
+        (replica_sets(&client, "web").await == 2).then_some(())
+    })
+    .await;
+    let kubectl = env.kubectl();
+    for workload in ["deployment/web", "statefulset/db"] {
+        kubectl
+            .run(&["rollout", "status", workload, "--timeout=60s"])
+            .await;
+    }
+    eventually("the AppConfig records the new hash", TIMEOUT, || async {
+        let app = Api::<AppConfig>::default_namespaced(client.clone())
+            .get("app")
+            .await
+            .ok()?;
+        let status = app.status?;
+        (status.pending_since.is_none() && operator.counter(RESTARTS) == 2.0).then_some(())
+    })
+    .await;
+    env.assert_quiet_for(QUIET, |_| false).await;
     operator.stop().await;
 }

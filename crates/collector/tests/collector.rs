@@ -1,5 +1,10 @@
-//! The operator against devcluster (with its workload and garbage-collector controllers): a
-//! release installed, upgraded, kept in shape, refused when the input is bad, and removed.
+//! The operator against a cluster with its workload and garbage-collector controllers (the
+//! real control plane in CI): a release installed, upgraded, kept in shape, refused when the
+//! input is bad, and removed.
+//!
+//! Collectors are cluster-scoped and the operator watches the whole cluster, and one test
+//! needs the ServiceMonitor CRD where another needs it absent: so each test starts a cluster
+//! of its own (of the flavour KUBECREW_CLUSTER names) instead of sharing the binary's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +12,6 @@ use std::time::Duration;
 use base64::Engine;
 use collector::reconcile::OPERATOR;
 use collector::resource::Collector;
-use devcluster::DevCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,17 +19,18 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use kube::{Client, CustomResourceExt};
+use localcluster::{Cluster, Flavor, Options};
 use operator_core::Runtime;
 use serde_json::{Value, json};
 use testkit::eventually;
-use testkit::kubectl::Kubectl;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn setup(with_service_monitors: bool) -> (DevCluster, Arc<Runtime>) {
-    let cluster = DevCluster::start(devcluster::Options::default())
+async fn setup(with_service_monitors: bool) -> (Cluster, Arc<Runtime>) {
+    let flavor = Flavor::from_env().expect("KUBECREW_CLUSTER");
+    let cluster = Cluster::start(flavor, Options::default())
         .await
-        .expect("devcluster starts");
+        .expect("the cluster starts");
     let mut install = vec![serde_json::to_value(Collector::crd()).expect("CRD")];
     if with_service_monitors {
         install.push(json!({
@@ -195,7 +200,8 @@ async fn a_release_is_installed_upgraded_kept_and_removed() {
             .contains("otlp"),
         "no config in status"
     );
-    let table = Kubectl::new(cluster.kubeconfig_path())
+    let table = cluster
+        .kubectl_runner()
         .expect("kubectl")
         .run(&["get", "collectors"])
         .await;
@@ -364,6 +370,43 @@ async fn bad_input_stalls_with_the_exact_problem_and_recovers() {
         .await
         .expect("Stalled");
     assert_eq!(stalled.0, "False");
+    runtime.shutdown.cancel();
+    cluster.shutdown().await;
+}
+
+/// Once a release is installed and rolled out, nothing is written while nothing changes: the
+/// real API server defaults every object of the release, and an operator comparing what it
+/// wants with what it reads could otherwise write forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciled_release_causes_no_writes() {
+    let (cluster, runtime) = setup(true).await;
+    let client = cluster.client();
+    let api: Api<Collector> = Api::all(client.clone());
+    let config = b64("config: |\n  receivers: {otlp: {}}\nreplicas: 2\n");
+    api.create(
+        &PostParams::default(),
+        &collector("acme-otel", "Acme", "0.98.0", &config),
+    )
+    .await
+    .expect("created");
+    ready(&client, "acme-otel").await;
+    cluster
+        .kubectl_runner()
+        .expect("kubectl")
+        .run(&[
+            "-n",
+            "acme",
+            "rollout",
+            "status",
+            "deployment/otel-main",
+            "--timeout=60s",
+        ])
+        .await;
+    cluster
+        .assert_quiet_for(Duration::from_secs(30), |r| {
+            r.namespace == "acme" || r.resource == "collectors"
+        })
+        .await;
     runtime.shutdown.cancel();
     cluster.shutdown().await;
 }

@@ -281,3 +281,23 @@ async fn a_bad_hostports_line_is_named_and_nothing_is_applied() {
     );
     runtime.shutdown.cancel();
 }
+
+/// Once the children are applied and the Deployment is Available, nothing is written while
+/// nothing changes: the real API server adds defaults to every child, and an apply that
+/// compared what it sent with what it read back would write forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciled_objects_cause_no_writes() {
+    let (env, runtime) = setup().await;
+    let client = env.client();
+    create_mesh(&client, "mesh.default.svc,8080\n").await;
+    eventually("Ready=True", TIMEOUT, || async {
+        condition(&client, "Ready").await.filter(|c| c.0 == "True")
+    })
+    .await;
+    env.kubectl()
+        .run(&["rollout", "status", "deployment/mesh", "--timeout=60s"])
+        .await;
+    env.assert_quiet_for(Duration::from_secs(30), |_| false)
+        .await;
+    runtime.shutdown.cancel();
+}

@@ -174,6 +174,10 @@ impl Cluster {
                 let dir = workdir::WorkDir::new(options.dir.clone())?;
                 let mut dev = options.dev.clone();
                 dev.kubeconfig = Some(dir.path().join("admin.kubeconfig"));
+                // Like the real API server's: every request, for write counting and RBAC.
+                if dev.audit_log.is_none() {
+                    dev.audit_log = Some(dir.path().join("audit.log"));
+                }
                 let cluster = devcluster::DevCluster::start(dev).await?;
                 Cluster {
                     inner: Inner::Dev { cluster, _dir: dir },
@@ -279,6 +283,73 @@ impl Cluster {
             self.kubectl()?,
             self.kubeconfig_path(),
         ))
+    }
+
+    /// The audit log (JSON lines, one per request): kube-apiserver's `audit.k8s.io/v1` events,
+    /// or devcluster's entries. Read it with `testkit::rbac::AuditedRequest`.
+    pub fn audit_log(&self) -> Option<PathBuf> {
+        match &self.inner {
+            Inner::Real(c) => Some(c.audit_log().to_owned()),
+            Inner::Dev { .. } => {
+                Some(self.kubeconfig_path().with_file_name("audit.log")).filter(|p| p.is_file())
+            }
+        }
+    }
+
+    /// Where the audit log ends now; [`Cluster::writes_since`] reads what comes after.
+    pub fn audit_mark(&self) -> u64 {
+        self.audit_log()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// The write requests audited after `mark` that `select` picks, described.
+    pub fn writes_since(
+        &self,
+        mark: u64,
+        select: impl Fn(&testkit::rbac::AuditedRequest<'_>) -> bool,
+    ) -> Vec<String> {
+        let log = self
+            .audit_log()
+            .and_then(|p| std::fs::read(p).ok())
+            .unwrap_or_default();
+        let start = usize::try_from(mark).unwrap_or(usize::MAX).min(log.len());
+        String::from_utf8_lossy(&log[start..])
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|entry| {
+                let request = testkit::rbac::AuditedRequest::of(&entry)?;
+                (request.is_write() && select(&request)).then(|| request.describe())
+            })
+            .collect()
+    }
+
+    /// Watches the API for `window` and fails if a write that `select` picks happened: once
+    /// an operator's objects are reconciled and nothing changes, it must write nothing (a
+    /// write loop against a real API server, which defaults every object, shows here).
+    ///
+    /// # Panics
+    /// When there were such writes (listing them), or the cluster keeps no audit log.
+    pub async fn assert_quiet_for(
+        &self,
+        window: Duration,
+        select: impl Fn(&testkit::rbac::AuditedRequest<'_>) -> bool,
+    ) {
+        assert!(
+            self.audit_log().is_some(),
+            "the {} cluster keeps no audit log",
+            self.flavor().name()
+        );
+        let mark = self.audit_mark();
+        // An observation window, not a wait for something to happen: nothing may happen.
+        tokio::time::sleep(window).await;
+        let writes = self.writes_since(mark, select);
+        assert!(
+            writes.is_empty(),
+            "{} writes in {window:?} while nothing changed (a write loop?):\n{}",
+            writes.len(),
+            writes.join("\n")
+        );
     }
 
     /// The real control plane, when this is one.

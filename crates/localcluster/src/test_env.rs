@@ -2,6 +2,7 @@
 //! that default to it, and a directory for its files.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
@@ -95,5 +96,17 @@ impl TestEnv {
             .install_crd(crd)
             .await
             .unwrap_or_else(|e| panic!("installing a CRD: {e}"));
+    }
+
+    /// Watches the API for `window` and fails if anything wrote into this test's namespace
+    /// (or anything else `also` selects): see [`Cluster::assert_quiet_for`].
+    pub async fn assert_quiet_for(
+        &self,
+        window: Duration,
+        also: impl Fn(&testkit::rbac::AuditedRequest<'_>) -> bool,
+    ) {
+        self.cluster
+            .assert_quiet_for(window, |r| r.namespace == self.namespace || also(r))
+            .await;
     }
 }

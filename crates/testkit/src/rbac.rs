@@ -121,6 +121,10 @@ pub struct AuditedRequest<'a> {
     pub resource: &'a str,
     /// The subresource, or "".
     pub subresource: &'a str,
+    /// The object's namespace, or "".
+    pub namespace: &'a str,
+    /// The object's name, or "".
+    pub name: &'a str,
     /// The path asked for.
     pub path: &'a str,
     /// The response's status code, when it was answered.
@@ -143,6 +147,8 @@ impl<'a> AuditedRequest<'a> {
                 group: text("/objectRef/apiGroup"),
                 resource: text("/objectRef/resource"),
                 subresource: text("/objectRef/subresource"),
+                namespace: text("/objectRef/namespace"),
+                name: text("/objectRef/name"),
                 path: text("/requestURI"),
                 code: entry
                     .pointer("/responseStatus/code")
@@ -156,9 +162,27 @@ impl<'a> AuditedRequest<'a> {
             group: text("/apiGroup"),
             resource: text("/resource"),
             subresource: text("/subresource"),
+            namespace: text("/namespace"),
+            name: text("/name"),
             path: text("/path"),
             code: entry.get("code").and_then(Value::as_u64),
         })
+    }
+
+    /// `verb resource[/subresource] namespace/name (code)`, for messages.
+    pub fn describe(&self) -> String {
+        let resource = match self.subresource {
+            "" => self.resource.to_owned(),
+            sub => format!("{}/{sub}", self.resource),
+        };
+        format!(
+            "{} {resource} {}/{} by {} ({})",
+            self.verb,
+            self.namespace,
+            self.name,
+            self.user,
+            self.code.map_or("-".to_owned(), |c| c.to_string())
+        )
     }
 
     /// Whether the request could change something.
@@ -507,6 +531,7 @@ mod audit_format_tests {
         let request = AuditedRequest::of(&entry).unwrap();
         assert!(request.is_write());
         assert_eq!(request.resource, "configmaps");
+        assert_eq!((request.namespace, request.name), ("", ""));
         let entry: Value =
             serde_json::from_str(r#"{"user":"u","verb":"list","resourceRequest":true}"#).unwrap();
         assert!(!AuditedRequest::of(&entry).unwrap().is_write());

@@ -993,11 +993,17 @@ async fn server_side_apply(
     let mut config = decode_body(req)?;
     check_type(info, &config)?;
     check_namespace(info, ns, &config)?;
-    if objects::meta_str(&config, "name") != Some(name) {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            objects::meta_str(&config, "name").unwrap_or_default()
-        )));
+    // As kube-apiserver: an applied configuration without a name takes the URL's.
+    match objects::meta_str(&config, "name") {
+        None | Some("") => {
+            objects::meta_mut(&mut config).insert("name".into(), json!(name));
+        }
+        Some(body_name) if body_name != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
     }
     if let (Some(ns), true) = (ns, info.namespaced) {
         objects::meta_mut(&mut config).insert("namespace".into(), json!(ns));
