@@ -305,6 +305,8 @@ async fn start_controller(cluster: &DevCluster, mode: Mode) -> Arc<Runtime> {
                     &["127.0.0.1".to_owned()],
                 )),
                 endpoint: None,
+                configuration_name: CONFIGURATION_NAME.to_owned(),
+                namespace: None,
                 failure_policy: FailurePolicy::Ignore,
                 excluded_namespaces: excluded.clone(),
                 sidecar: sidecar.clone(),
