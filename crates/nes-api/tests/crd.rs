@@ -1,28 +1,21 @@
-//! The nes CRDs on an API server with real semantics: accepted as structural schemas, instances
-//! round-trip, and the schema refuses what it must.
+//! The nes CRDs on the test binary's cluster (the real kube-apiserver in CI, devcluster by
+//! default; see localcluster): accepted as structural schemas, instances round-trip, and the
+//! schema refuses what it must.
 
-use devcluster::DevCluster;
 use kube::api::{Api, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
+use localcluster::TestEnv;
 use nes_api::crd::{NetworkCare, NetworkConfiguration, NetworkConfigurationSpec};
 use nes_api::{Address, Route};
 use serde_json::json;
 
 #[tokio::test]
 async fn crds_install_and_instances_round_trip() {
-    let cluster = DevCluster::start(devcluster::Options::default())
-        .await
-        .expect("devcluster starts");
-    cluster
-        .install_crd(&NetworkConfiguration::crd())
-        .await
-        .expect("NetworkConfiguration CRD established");
-    cluster
-        .install_crd(&NetworkCare::crd())
-        .await
-        .expect("NetworkCare CRD established");
+    let env = TestEnv::new("nes-crd").await;
+    env.install_crd(&NetworkConfiguration::crd()).await;
+    env.install_crd(&NetworkCare::crd()).await;
 
-    let configs: Api<NetworkConfiguration> = Api::namespaced(cluster.client(), "default");
+    let configs: Api<NetworkConfiguration> = env.api();
     let spec = NetworkConfigurationSpec {
         pod: "app-0".into(),
         vlans: vec![],
@@ -48,7 +41,7 @@ async fn crds_install_and_instances_round_trip() {
     assert_eq!(created.name_any(), "app-0");
     assert_eq!(configs.get("app-0").await.expect("get").spec, spec);
 
-    let cares: Api<NetworkCare> = Api::namespaced(cluster.client(), "default");
+    let cares: Api<NetworkCare> = env.api();
     let care: NetworkCare = serde_json::from_value(json!({
         "apiVersion": "nes.kubecrew.io/v1alpha1",
         "kind": "NetworkCare",
@@ -74,5 +67,4 @@ async fn crds_install_and_instances_round_trip() {
         .await
         .expect_err("refused");
     assert!(error.to_string().contains("spec.callback.url"), "{error}");
-    cluster.shutdown().await;
 }

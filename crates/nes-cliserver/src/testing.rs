@@ -1,15 +1,16 @@
-//! A test fixture (feature `testing`): devcluster with the nes CRDs, a ServiceAccount `app`,
-//! a StatefulSet `x` with pods `x-0` and `x-1`, and this server running in-process. Used by
-//! this crate's integration tests and by nescli's.
+//! A test fixture (feature `testing`): a namespace of the test binary's cluster (localcluster:
+//! the real control plane with `KUBECREW_CLUSTER=real`, devcluster by default) with the nes
+//! CRDs, a ServiceAccount `app`, a StatefulSet `x` with pods `x-0` and `x-1`, and this server
+//! running in-process. Used by this crate's integration tests and by nescli's.
 
 use std::time::Duration;
 
-use devcluster::{DevCluster, Options};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::CustomResourceExt;
 use kube::api::{Api, PostParams};
+use localcluster::TestEnv;
 use nes_api::crd::{NetworkCare, NetworkConfiguration};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -17,20 +18,25 @@ use tokio::task::JoinHandle;
 
 use crate::{AppState, Settings};
 
-/// The namespace of the fixture's objects.
-pub const NAMESPACE: &str = "default";
 /// The audience the server requires and the fixture's tokens carry.
 pub const AUDIENCE: &str = "nes-cliserver";
 /// The StatefulSet.
 pub const STATEFULSET: &str = "x";
 /// How long the fixture waits for the cluster.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test waits for the garbage collector to delete the dependents of a deleted owner.
+/// kube-controller-manager's collector learns of new resource types (the nes CRDs, installed as
+/// the test starts) at its discovery resync, every 30 s, so their dependents can wait that long
+/// before it even sees them.
+pub const COLLECTION_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A running cluster and server.
+/// A test's namespace with the objects above, and the server.
 pub struct Fixture {
-    /// The cluster.
-    pub cluster: DevCluster,
-    /// A client of it.
+    /// The test's share of the cluster.
+    pub env: TestEnv,
+    /// The namespace of the fixture's objects (the test's own).
+    pub namespace: String,
+    /// An administrator client whose default namespace is [`Fixture::namespace`].
     pub client: kube::Client,
     /// The server's base URL, `http://127.0.0.1:PORT`.
     pub url: String,
@@ -41,23 +47,22 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Starts everything and waits for the pods `x-0` and `x-1`.
+    /// Starts everything in a new namespace and waits for the pods `x-0` and `x-1`.
     pub async fn start() -> Fixture {
-        let cluster = DevCluster::start(Options::default())
-            .await
-            .expect("devcluster starts");
-        let client = cluster.client();
+        let env = TestEnv::new("nes-cliserver").await;
+        let namespace = env.namespace().to_owned();
+        let client = env.client();
         for crd in [NetworkConfiguration::crd(), NetworkCare::crd()] {
-            cluster.install_crd(&crd).await.expect("CRD installs");
+            env.install_crd(&crd).await;
         }
-        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+        let sas: Api<ServiceAccount> = env.api();
         sas.create(
             &PostParams::default(),
             &serde_json::from_value(json!({"metadata": {"name": "app"}})).unwrap(),
         )
         .await
         .expect("ServiceAccount created");
-        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NAMESPACE);
+        let sets: Api<StatefulSet> = env.api();
         let set = serde_json::from_value(json!({
             "metadata": {"name": STATEFULSET},
             "spec": {
@@ -78,7 +83,7 @@ impl Fixture {
         sets.create(&PostParams::default(), &set)
             .await
             .expect("StatefulSet created");
-        let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+        let pods: Api<Pod> = env.api();
         for name in ["x-0", "x-1"] {
             testkit::eventually(&format!("pod {name} exists"), TIMEOUT, || async {
                 pods.get_opt(name).await.ok().flatten()
@@ -101,7 +106,8 @@ impl Fixture {
             let _ = stopped.await;
         }));
         Fixture {
-            cluster,
+            env,
+            namespace,
             client,
             url,
             state,
@@ -126,7 +132,7 @@ impl Fixture {
             },
             status: None,
         };
-        Api::<ServiceAccount>::namespaced(self.client.clone(), NAMESPACE)
+        Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
             .create_token_request("app", &PostParams::default(), &request)
             .await
             .expect("TokenRequest")
@@ -135,9 +141,13 @@ impl Fixture {
             .token
     }
 
-    /// The URL of a pod's resources: `{url}/v1/namespaces/default/pods/{pod}`.
+    /// The URL of a pod's resources: `{url}/v1/namespaces/{namespace}/pods/{pod}`.
     pub fn pod_url(&self, pod: &str) -> String {
-        format!("{}{}", self.url, nes_api::cli::pod_path(NAMESPACE, pod))
+        format!(
+            "{}{}",
+            self.url,
+            nes_api::cli::pod_path(&self.namespace, pod)
+        )
     }
 
     /// Stops the server gracefully and waits for it.
@@ -153,9 +163,8 @@ impl Fixture {
         }
     }
 
-    /// Stops the server and the cluster.
+    /// Stops the server (the cluster is the test binary's, shared with the other tests).
     pub async fn shutdown(mut self) {
         self.stop_server().await;
-        self.cluster.shutdown().await;
     }
 }

@@ -1,5 +1,7 @@
-//! The API against devcluster: pod-bound tokens from TokenRequest, the server in-process, the
-//! custom resources checked with a kube client.
+//! The API on the test binary's cluster (the real kube-apiserver with `KUBECREW_CLUSTER=real`,
+//! devcluster by default; see localcluster), each test in a namespace of its own: pod-bound
+//! tokens from TokenRequest, the server in-process, the custom resources checked with a kube
+//! client.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use nes_api::cli::{ConfigurationResponse, ErrorBody, StatusResponse, SubscriptionResponse};
 use nes_api::crd::{NetworkCare, NetworkConfiguration};
-use nes_cliserver::testing::{Fixture, NAMESPACE, STATEFULSET, TIMEOUT};
+use nes_cliserver::testing::{COLLECTION_TIMEOUT, Fixture, STATEFULSET, TIMEOUT};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::eventually;
@@ -31,11 +33,11 @@ async fn errors(response: reqwest::Response) -> ErrorBody {
 }
 
 fn configurations(f: &Fixture) -> Api<NetworkConfiguration> {
-    Api::namespaced(f.client.clone(), NAMESPACE)
+    Api::namespaced(f.client.clone(), &f.namespace)
 }
 
 fn cares(f: &Fixture) -> Api<NetworkCare> {
-    Api::namespaced(f.client.clone(), NAMESPACE)
+    Api::namespaced(f.client.clone(), &f.namespace)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +80,7 @@ async fn configure_merges_requests_into_the_pods_configuration() {
     assert_eq!(cr.spec.pod, "x-0");
     assert_eq!(cr.spec.addresses, second.addresses);
     assert_eq!(cr.spec.routes, second.routes);
-    let set = Api::<StatefulSet>::namespaced(f.client.clone(), NAMESPACE)
+    let set = Api::<StatefulSet>::namespaced(f.client.clone(), &f.namespace)
         .get(STATEFULSET)
         .await
         .unwrap();
@@ -170,7 +172,10 @@ async fn only_the_pods_own_token_is_accepted() {
     let forbidden = post(&url, Some(&other), replace.clone()).await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
     let message = errors(forbidden).await.errors[0].message.clone();
-    assert!(message.contains("default/x-0"), "{message}");
+    assert!(
+        message.contains(&format!("{}/x-0", f.namespace)),
+        "{message}"
+    );
     assert!(!message.contains("x-1") && !message.contains(&other[..20]));
     for route in ["configuration", "status", "subscription"] {
         let read = http()
@@ -200,7 +205,7 @@ async fn only_the_pods_own_token_is_accepted() {
     assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
 
     // A pod that is not of a StatefulSet can authenticate but has no configuration.
-    let pods: Api<Pod> = Api::namespaced(f.client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(f.client.clone(), &f.namespace);
     pods.create(
         &PostParams::default(),
         &serde_json::from_value(json!({
@@ -331,13 +336,13 @@ async fn subscriptions_and_configurations_go_with_the_statefulset() {
     assert_eq!(configured.status(), StatusCode::OK);
 
     // Deleting the StatefulSet: the garbage collector deletes both resources.
-    Api::<StatefulSet>::namespaced(f.client.clone(), NAMESPACE)
+    Api::<StatefulSet>::namespaced(f.client.clone(), &f.namespace)
         .delete(STATEFULSET, &DeleteParams::background())
         .await
         .unwrap();
     eventually(
         "NetworkConfiguration and NetworkCare collected",
-        TIMEOUT,
+        COLLECTION_TIMEOUT,
         || async {
             let configuration = configurations(&f).get_opt("x-0").await.unwrap();
             let care = cares(&f).get_opt("x-0").await.unwrap();

@@ -44,6 +44,9 @@ pub enum Skip {
     NoObject,
     /// The namespace is excluded.
     ExcludedNamespace,
+    /// The controller watches one namespace (`--namespace`) and this is another: its
+    /// StatefulSet reconciler would never make the token Secret the sidecar mounts there.
+    OtherNamespace,
     /// The pod's controlling owner is not a StatefulSet.
     NotFromStatefulSet,
     /// The StatefulSet is gone or is another one of the same name (its UID differs).
@@ -61,6 +64,7 @@ impl Skip {
             Skip::NotPodCreate => "not-pod-create",
             Skip::NoObject => "no-object",
             Skip::ExcludedNamespace => "excluded-namespace",
+            Skip::OtherNamespace => "other-namespace",
             Skip::NotFromStatefulSet => "not-from-statefulset",
             Skip::OwnerNotFound => "owner-not-found",
             Skip::NotLabelled => "not-labelled",
@@ -106,8 +110,13 @@ pub fn controlling_statefulset(pod: &Pod) -> Option<(&str, &str)> {
 }
 
 /// Whether `request` needs its StatefulSet looked up. Cheap checks first, so pods that can never
-/// be injected cost no API call.
-pub fn plan(request: &AdmissionRequest<Pod>, excluded: &BTreeSet<String>) -> Plan {
+/// be injected cost no API call. `only` is the one namespace the controller watches, if it
+/// watches one; `excluded` are never injected.
+pub fn plan(
+    request: &AdmissionRequest<Pod>,
+    only: Option<&str>,
+    excluded: &BTreeSet<String>,
+) -> Plan {
     let is_pod = request.kind.group.is_empty()
         && request.kind.version == "v1"
         && request.kind.kind == "Pod"
@@ -126,6 +135,9 @@ pub fn plan(request: &AdmissionRequest<Pod>, excluded: &BTreeSet<String>) -> Pla
         .unwrap_or_default();
     if excluded.contains(&namespace) {
         return Plan::Skip(Skip::ExcludedNamespace);
+    }
+    if only.is_some_and(|only| only != namespace) {
+        return Plan::Skip(Skip::OtherNamespace);
     }
     if inject::metadata_says_injected(Some(&pod.metadata)) {
         return Plan::Skip(Skip::AlreadyInjected);
@@ -284,29 +296,72 @@ mod tests {
     #[test]
     fn plans_a_lookup_only_for_statefulset_pods_being_created() {
         assert_eq!(
-            plan(&request("CREATE", "apps", pod("StatefulSet")), &excluded()),
+            plan(
+                &request("CREATE", "apps", pod("StatefulSet")),
+                None,
+                &excluded()
+            ),
             look_up()
         );
         assert_eq!(
-            plan(&request("UPDATE", "apps", pod("StatefulSet")), &excluded()),
+            plan(
+                &request("UPDATE", "apps", pod("StatefulSet")),
+                None,
+                &excluded()
+            ),
             Plan::Skip(Skip::NotPodCreate)
         );
         assert_eq!(
             plan(
                 &request("CREATE", "nes-system", pod("StatefulSet")),
+                None,
                 &excluded()
             ),
             Plan::Skip(Skip::ExcludedNamespace)
         );
         assert_eq!(
-            plan(&request("CREATE", "apps", pod("ReplicaSet")), &excluded()),
+            plan(
+                &request("CREATE", "apps", pod("ReplicaSet")),
+                None,
+                &excluded()
+            ),
             Plan::Skip(Skip::NotFromStatefulSet)
         );
         let mut injected = pod("StatefulSet");
         injected["metadata"]["annotations"] = json!({inject::INJECTED_ANNOTATION: "true"});
         assert_eq!(
-            plan(&request("CREATE", "apps", injected), &excluded()),
+            plan(&request("CREATE", "apps", injected), None, &excluded()),
             Plan::Skip(Skip::AlreadyInjected)
+        );
+    }
+
+    #[test]
+    fn a_controller_watching_one_namespace_injects_only_there() {
+        let only = Some("apps");
+        assert_eq!(
+            plan(
+                &request("CREATE", "apps", pod("StatefulSet")),
+                only,
+                &excluded()
+            ),
+            look_up()
+        );
+        assert_eq!(
+            plan(
+                &request("CREATE", "other", pod("StatefulSet")),
+                only,
+                &excluded()
+            ),
+            Plan::Skip(Skip::OtherNamespace)
+        );
+        // Excluded wins over watched.
+        assert_eq!(
+            plan(
+                &request("CREATE", "nes-system", pod("StatefulSet")),
+                Some("nes-system"),
+                &excluded()
+            ),
+            Plan::Skip(Skip::ExcludedNamespace)
         );
     }
 
@@ -315,7 +370,7 @@ mod tests {
         let mut p = pod("StatefulSet");
         p["metadata"]["ownerReferences"][0]["controller"] = json!(false);
         assert_eq!(
-            plan(&request("CREATE", "apps", p), &excluded()),
+            plan(&request("CREATE", "apps", p), None, &excluded()),
             Plan::Skip(Skip::NotFromStatefulSet)
         );
     }

@@ -12,7 +12,7 @@ use nes_controller::admission::FailurePolicy;
 use nes_controller::inject::SidecarSettings;
 use nes_controller::template::{Context, Mode, OPERATOR};
 use nes_controller::webhook::{self, TlsSource};
-use nes_controller::webhook_config::Endpoint;
+use nes_controller::webhook_config::{self, Endpoint};
 use operator_core::cli::{Command, CommonArgs};
 
 /// Puts the nes-agent sidecar into the pods of StatefulSets labelled
@@ -74,13 +74,22 @@ struct Cli {
     /// Webhook mode: the Service's port.
     #[arg(long, default_value_t = 443)]
     webhook_service_port: u16,
-    /// Webhook mode: call this URL (`https://host:port/mutate`) instead of the Service.
+    /// Webhook mode: call this URL (`https://host:port/mutate`) instead of the Service, for a
+    /// webhook running outside the cluster (its host goes into the generated certificate).
     #[arg(long, env = "NES_CONTROLLER_WEBHOOK_URL")]
     webhook_url: Option<String>,
     /// Webhook mode: extra names or IP addresses of the generated serving certificate
-    /// (repeatable), e.g. the host of --webhook-url.
+    /// (repeatable).
     #[arg(long = "webhook-host")]
     webhook_hosts: Vec<String>,
+    /// Webhook mode: the name of the MutatingWebhookConfiguration (cluster-wide: give each
+    /// installation its own, e.g. one controller per namespace with --namespace).
+    #[arg(
+        long,
+        env = "NES_CONTROLLER_WEBHOOK_CONFIGURATION",
+        default_value = nes_controller::webhook_config::CONFIGURATION_NAME
+    )]
+    webhook_configuration: String,
     /// Webhook mode: what happens when the webhook cannot decide or cannot be reached.
     #[arg(long, env = "NES_CONTROLLER_FAILURE_POLICY", value_enum, ignore_case = true,
           default_value_t = FailurePolicy::Ignore)]
@@ -100,6 +109,14 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Checked before anything starts (the API server would refuse the configuration); its host
+    // goes into the generated certificate.
+    let mut hosts = cli.webhook_hosts.clone();
+    if let (None, Mode::Webhook, Some(url)) = (&cli.command, cli.mode, &cli.webhook_url) {
+        let host =
+            webhook_config::url_host(url).map_err(|e| anyhow::anyhow!("--webhook-url: {e}"))?;
+        hosts.push(host);
+    }
     let Some(launched) = operator_core::start(OPERATOR, &cli.common, cli.command, &[]).await?
     else {
         return Ok(());
@@ -120,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
             _ => TlsSource::Generate(nes_controller::tls::subject_alt_names(
                 &cli.webhook_service,
                 &cli.controller_namespace,
-                &cli.webhook_hosts,
+                &hosts,
             )),
         };
         let endpoint = match cli.webhook_url {
@@ -138,6 +155,8 @@ async fn main() -> anyhow::Result<()> {
                 listen: cli.webhook_addr,
                 tls,
                 endpoint: Some(endpoint),
+                configuration_name: cli.webhook_configuration,
+                namespace: cli.common.namespace.clone(),
                 failure_policy: cli.failure_policy,
                 excluded_namespaces: excluded.clone(),
                 sidecar: sidecar.clone(),

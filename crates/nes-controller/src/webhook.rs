@@ -90,6 +90,9 @@ pub struct WebhookState {
     pub client: kube::Client,
     /// The sidecar to inject.
     pub sidecar: SidecarSettings,
+    /// The one namespace injected when the controller watches only one (checked here too, as
+    /// the exclusions are).
+    pub namespace: Option<String>,
     /// Namespaces never injected (checked here too, in case the configuration's namespace
     /// selector cannot be used: namespaces without the `kubernetes.io/metadata.name` label).
     pub excluded_namespaces: BTreeSet<String>,
@@ -129,7 +132,11 @@ async fn mutate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response
             );
         }
     };
-    let response = match admission::plan(&request, &state.excluded_namespaces) {
+    let response = match admission::plan(
+        &request,
+        state.namespace.as_deref(),
+        &state.excluded_namespaces,
+    ) {
         Plan::Skip(skip) => {
             state.metrics.count("skipped");
             tracing::debug!(pod = %request.name, reason = skip.as_str(), "pod admitted unchanged");
@@ -325,6 +332,12 @@ pub struct Options {
     /// Where the API server calls: a Service, or a URL. `None` means
     /// `https://<bound address>/mutate` (tests).
     pub endpoint: Option<Endpoint>,
+    /// The name of the `MutatingWebhookConfiguration` (cluster-wide, so one per installation;
+    /// [`webhook_config::CONFIGURATION_NAME`] by default).
+    pub configuration_name: String,
+    /// The one namespace whose pods are injected, when the controller watches only one; the
+    /// configuration then sends only that namespace's pods.
+    pub namespace: Option<String>,
     /// The configuration's and the handler's failure policy.
     pub failure_policy: FailurePolicy,
     /// Namespaces never injected (the controller's own included).
@@ -360,12 +373,15 @@ pub async fn start(runtime: &operator_core::Runtime, options: Options) -> Result
     let state = Arc::new(WebhookState {
         client: runtime.client.clone(),
         sidecar: options.sidecar,
+        namespace: options.namespace.clone(),
         excluded_namespaces: options.excluded_namespaces.clone(),
         failure_policy: options.failure_policy,
         metrics: AdmissionMetrics::new(runtime.metrics.registry())?,
     });
     let server = tokio::spawn(bound.serve(router(state), runtime.shutdown.clone()));
     let desired = webhook_config::desired(&ConfigSettings {
+        name: options.configuration_name,
+        namespace: options.namespace,
         endpoint,
         failure_policy: options.failure_policy,
         excluded_namespaces: options.excluded_namespaces,

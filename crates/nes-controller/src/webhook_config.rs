@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::FailurePolicy;
 use crate::template::OPERATOR;
 
-/// The configuration's name.
+/// The configuration's default name (`--webhook-configuration`).
 pub const CONFIGURATION_NAME: &str = "nes-controller";
 /// The one webhook's name.
 pub const WEBHOOK_NAME: &str = "inject.nes.kubecrew.io";
@@ -50,9 +50,49 @@ pub enum Endpoint {
     Url(String),
 }
 
+/// The host of a webhook URL (`--webhook-url`), which must be `https://host[:port][/path]`
+/// without user information or query, as the API server requires: the name or IP address the
+/// serving certificate must carry for the API server to trust it.
+pub fn url_host(url: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!(
+            "{url:?}: the API server calls webhooks over https only"
+        ));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{url:?}: the API server refuses user information in a webhook URL"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!(
+            "{url:?}: the API server refuses a query in a webhook URL"
+        ));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(host.to_owned())
+}
+
 /// What the configuration says.
 #[derive(Debug, Clone)]
 pub struct ConfigSettings {
+    /// The configuration's name (cluster-wide: one per controller installation).
+    pub name: String,
+    /// The one namespace whose pods are sent, when the controller watches only one
+    /// (`--namespace`); all namespaces but the excluded ones when `None`.
+    pub namespace: Option<String>,
     /// Where to call.
     pub endpoint: Endpoint,
     /// What the API server does when the call fails.
@@ -83,17 +123,28 @@ pub fn desired(settings: &ConfigSettings) -> MutatingWebhookConfiguration {
         ),
         Endpoint::Url(url) => (None, Some(url.clone())),
     };
-    let namespace_selector = (!settings.excluded_namespaces.is_empty()).then(|| LabelSelector {
-        match_expressions: Some(vec![LabelSelectorRequirement {
+    let mut expressions = Vec::new();
+    if let Some(namespace) = &settings.namespace {
+        expressions.push(LabelSelectorRequirement {
+            key: NAMESPACE_NAME_LABEL.to_owned(),
+            operator: "In".to_owned(),
+            values: Some(vec![namespace.clone()]),
+        });
+    }
+    if !settings.excluded_namespaces.is_empty() {
+        expressions.push(LabelSelectorRequirement {
             key: NAMESPACE_NAME_LABEL.to_owned(),
             operator: "NotIn".to_owned(),
             values: Some(settings.excluded_namespaces.iter().cloned().collect()),
-        }]),
+        });
+    }
+    let namespace_selector = (!expressions.is_empty()).then_some(LabelSelector {
+        match_expressions: Some(expressions),
         match_labels: None,
     });
     MutatingWebhookConfiguration {
         metadata: ObjectMeta {
-            name: Some(CONFIGURATION_NAME.to_owned()),
+            name: Some(settings.name.clone()),
             labels: Some(
                 [(
                     "app.kubernetes.io/managed-by".to_owned(),
@@ -162,7 +213,11 @@ pub async fn apply(
 ) -> Result<(), kube::Error> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     api.patch(
-        CONFIGURATION_NAME,
+        desired
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or(CONFIGURATION_NAME),
         &PatchParams::apply(OPERATOR).force(),
         &Patch::Apply(desired),
     )
@@ -178,8 +233,13 @@ pub async fn sync(
     desired: MutatingWebhookConfiguration,
     shutdown: CancellationToken,
 ) {
+    let name = desired
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| CONFIGURATION_NAME.to_owned());
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let config = watcher::Config::default().fields(&format!("metadata.name={CONFIGURATION_NAME}"));
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api, config).boxed();
     let mut retry = Duration::from_millis(250);
     // Applied once up front, so the webhook is registered even before the watch starts.
@@ -190,7 +250,7 @@ pub async fn sync(
             match apply(&client, &desired).await {
                 Ok(()) => {
                     tracing::info!(
-                        configuration = CONFIGURATION_NAME,
+                        configuration = %name,
                         "webhook configuration applied"
                     );
                     needs_apply = false;
@@ -216,7 +276,7 @@ pub async fn sync(
                 seen_in_list = true;
                 if !in_sync(&observed, &desired) {
                     tracing::info!(
-                        configuration = CONFIGURATION_NAME,
+                        configuration = %name,
                         "webhook configuration changed by someone else: restoring it"
                     );
                     needs_apply = true;
@@ -224,7 +284,7 @@ pub async fn sync(
             }
             Some(Ok(watcher::Event::Delete(_))) => {
                 tracing::info!(
-                    configuration = CONFIGURATION_NAME,
+                    configuration = %name,
                     "webhook configuration deleted: re-creating it"
                 );
                 needs_apply = true;
@@ -254,6 +314,8 @@ mod tests {
 
     fn settings(endpoint: Endpoint) -> ConfigSettings {
         ConfigSettings {
+            name: CONFIGURATION_NAME.to_owned(),
+            namespace: None,
             endpoint,
             failure_policy: FailurePolicy::Ignore,
             excluded_namespaces: BTreeSet::from([
@@ -317,6 +379,46 @@ mod tests {
         assert_eq!(hook["clientConfig"]["url"], "https://127.0.0.1:8443/mutate");
         assert!(hook["clientConfig"].get("service").is_none());
         assert_eq!(hook["failurePolicy"], "Fail");
+    }
+
+    #[test]
+    fn a_controller_of_one_namespace_registers_a_configuration_of_its_own_for_it() {
+        let mut s = settings(Endpoint::Url("https://127.0.0.1:8443/mutate".into()));
+        s.name = "nes-controller-team".into();
+        s.namespace = Some("team".into());
+        let wire = serde_json::to_value(desired(&s)).unwrap();
+        assert_eq!(wire["metadata"]["name"], "nes-controller-team");
+        assert_eq!(
+            wire["webhooks"][0]["namespaceSelector"]["matchExpressions"],
+            serde_json::json!([
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team"]},
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                 "values": ["kube-system", "nes-system"]}
+            ])
+        );
+    }
+
+    #[test]
+    fn a_webhook_url_names_the_host_the_certificate_needs() {
+        assert_eq!(
+            url_host("https://127.0.0.1:8443/mutate").unwrap(),
+            "127.0.0.1"
+        );
+        assert_eq!(url_host("https://[::1]:8443/mutate").unwrap(), "::1");
+        assert_eq!(
+            url_host("https://hooks.example.com/mutate").unwrap(),
+            "hooks.example.com"
+        );
+        for (bad, why) in [
+            ("http://127.0.0.1:8443/mutate", "https only"),
+            ("https://user@127.0.0.1/mutate", "user information"),
+            ("https://127.0.0.1/mutate?x=1", "query"),
+            ("127.0.0.1:8443", "https only"),
+            ("not a url", "not a URL"),
+        ] {
+            let error = url_host(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
     }
 
     #[test]

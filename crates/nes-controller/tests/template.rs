@@ -1,28 +1,28 @@
-//! Template mode against devcluster (with its StatefulSet and pod controllers): a labelled
-//! StatefulSet's template and pods get the sidecar, others are untouched, removing the label
-//! removes it, and a name clash is refused with an event instead of breaking the workload.
+//! Template mode on the test binary's cluster (the real control plane in CI, with its
+//! StatefulSet controller, scheduler and kwok; devcluster and its controllers by default): a
+//! labelled StatefulSet's template and pods get the sidecar, others are untouched, removing the
+//! label removes it, and a name clash is refused with an event instead of breaking the
+//! workload. Each test's controller watches only the test's namespace.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use devcluster::DevCluster;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use localcluster::TestEnv;
 use nes_controller::inject::{INJECT_LABEL, SIDECAR, SidecarSettings};
 use nes_controller::template::{Context, Mode, OPERATOR};
 use operator_core::Runtime;
 use serde_json::json;
 use testkit::eventually;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn setup() -> (DevCluster, Api<StatefulSet>) {
-    let cluster = DevCluster::start(devcluster::Options::default())
-        .await
-        .expect("devcluster starts");
-    let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
+async fn setup() -> (TestEnv, Api<StatefulSet>) {
+    let env = TestEnv::new("nes-template").await;
+    let runtime = Arc::new(Runtime::new(env.client(), OPERATOR));
     let ctx = Arc::new(Context {
         mode: Mode::Template,
         runtime,
@@ -32,11 +32,13 @@ async fn setup() -> (DevCluster, Api<StatefulSet>) {
         },
         excluded_namespaces: BTreeSet::from(["kube-system".to_owned()]),
     });
+    let namespace = env.namespace().to_owned();
     tokio::spawn(async move {
-        nes_controller::operator::run(ctx, None, operator_core::Settings::default()).await;
+        nes_controller::operator::run(ctx, Some(&namespace), operator_core::Settings::default())
+            .await;
     });
-    let api = Api::namespaced(cluster.client(), "default");
-    (cluster, api)
+    let api = env.api();
+    (env, api)
 }
 
 fn statefulset(name: &str, labelled: bool, container: &str) -> StatefulSet {
@@ -73,7 +75,7 @@ fn sidecar_names(sts: &StatefulSet) -> Vec<String> {
 
 #[tokio::test]
 async fn labelled_statefulsets_get_the_sidecar_in_template_and_pods() {
-    let (cluster, api) = setup().await;
+    let (env, api) = setup().await;
     let pp = PostParams::default();
     api.create(&pp, &statefulset("net", true, "app"))
         .await
@@ -87,7 +89,7 @@ async fn labelled_statefulsets_get_the_sidecar_in_template_and_pods() {
         (sidecar_names(&sts) == [SIDECAR]).then_some(())
     })
     .await;
-    let pods: Api<Pod> = Api::namespaced(cluster.client(), "default");
+    let pods: Api<Pod> = env.api();
     let pod = eventually("pod net-0 with the sidecar", TIMEOUT, || async {
         let pod = pods.get("net-0").await.ok()?;
         let init = pod.spec.as_ref()?.init_containers.as_ref()?;
@@ -99,7 +101,7 @@ async fn labelled_statefulsets_get_the_sidecar_in_template_and_pods() {
     assert_eq!(sidecar.image.as_deref(), Some("nes-agent:test"));
 
     // Template mode also makes the agent token Secret the sidecar mounts.
-    let secrets: Api<Secret> = Api::namespaced(cluster.client(), "default");
+    let secrets: Api<Secret> = env.api();
     let secret = eventually("the agent token Secret", TIMEOUT, || async {
         secrets.get_opt("nes-agent-token").await.ok().flatten()
     })
@@ -124,16 +126,15 @@ async fn labelled_statefulsets_get_the_sidecar_in_template_and_pods() {
     let plain = api.get("plain").await.unwrap();
     assert!(sidecar_names(&plain).is_empty());
     assert_eq!(plain.metadata.generation, Some(1));
-    cluster.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_name_clash_is_refused_with_an_event() {
-    let (cluster, api) = setup().await;
+    let (env, api) = setup().await;
     api.create(&PostParams::default(), &statefulset("clash", true, SIDECAR))
         .await
         .unwrap();
-    let events: Api<Event> = Api::namespaced(cluster.client(), "default");
+    let events: Api<Event> = env.api();
     let event = eventually("an InjectionRefused event", TIMEOUT, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items
@@ -148,5 +149,4 @@ async fn a_name_clash_is_refused_with_an_event() {
     let sts = api.get("clash").await.unwrap();
     assert!(sidecar_names(&sts).is_empty(), "the template is unchanged");
     assert_eq!(sts.metadata.generation, Some(1));
-    cluster.shutdown().await;
 }

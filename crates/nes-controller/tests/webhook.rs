@@ -1,41 +1,63 @@
-//! Webhook mode against devcluster, which calls the registered webhook over HTTPS for every Pod
-//! its StatefulSet controller creates: a labelled StatefulSet's pods get the sidecar while its
-//! template stays as written, other pods are untouched, removing the label stops injection,
-//! the webhook configuration is restored after tampering or deletion, the namespace gets the
-//! agent token Secret, and a malformed AdmissionReview is a 400 with a readable message.
+//! Webhook mode on the test binary's cluster (the real kube-apiserver in CI, devcluster by
+//! default; see localcluster), whose API server calls the registered webhook over HTTPS for
+//! every Pod its StatefulSet controller creates: a labelled StatefulSet's pods get the sidecar
+//! while its template stays as written, other pods are untouched, removing the label stops
+//! injection, the webhook configuration is restored after tampering or deletion, the namespace
+//! gets the agent token Secret, and a malformed AdmissionReview is a 400 with a readable
+//! message.
+//!
+//! Tests share the API server, so each one's controller watches only the test's namespace, and
+//! its webhook configuration (cluster-wide) has a name of its own and sends only that
+//! namespace's pods (`--namespace` and `--webhook-configuration` in the binary).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use devcluster::DevCluster;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use localcluster::TestEnv;
 use nes_controller::admission::FailurePolicy;
 use nes_controller::inject::{INJECT_LABEL, SIDECAR, SidecarSettings};
 use nes_controller::template::{Context, Mode, OPERATOR};
 use nes_controller::webhook::{self, Started, TlsSource};
-use nes_controller::webhook_config::CONFIGURATION_NAME;
 use operator_core::Runtime;
 use serde_json::json;
 use testkit::eventually;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Setup {
-    cluster: DevCluster,
+    env: TestEnv,
     started: Started,
     runtime: Arc<Runtime>,
+    /// This test's MutatingWebhookConfiguration.
+    configuration: String,
+}
+
+impl Setup {
+    /// Stops the controller, then removes its webhook configuration, so the API server no
+    /// longer calls a webhook that is gone.
+    async fn stop(self) {
+        self.runtime.shutdown.cancel();
+        let _ = tokio::time::timeout(TIMEOUT, self.started.config_sync).await;
+        let _ = tokio::time::timeout(TIMEOUT, self.started.server).await;
+        let configs: Api<MutatingWebhookConfiguration> = Api::all(self.env.client());
+        configs
+            .delete(&self.configuration, &DeleteParams::default())
+            .await
+            .expect("the webhook configuration deleted");
+    }
 }
 
 async fn setup() -> Setup {
-    let cluster = DevCluster::start(devcluster::Options::default())
-        .await
-        .expect("devcluster starts");
-    let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
+    let env = TestEnv::new("nes-webhook").await;
+    let namespace = env.namespace().to_owned();
+    let configuration = format!("nes-controller-{namespace}");
+    let runtime = Arc::new(Runtime::new(env.client(), OPERATOR));
     let sidecar = SidecarSettings {
         image: "nes-agent:test".into(),
         ..SidecarSettings::default()
@@ -52,6 +74,8 @@ async fn setup() -> Setup {
             )),
             // https://127.0.0.1:<bound port>/mutate, as --webhook-url would say.
             endpoint: None,
+            configuration_name: configuration.clone(),
+            namespace: Some(namespace.clone()),
             failure_policy: FailurePolicy::Ignore,
             excluded_namespaces: excluded.clone(),
             sidecar: sidecar.clone(),
@@ -66,18 +90,20 @@ async fn setup() -> Setup {
         excluded_namespaces: excluded,
     });
     tokio::spawn(async move {
-        nes_controller::operator::run(ctx, None, operator_core::Settings::default()).await;
+        nes_controller::operator::run(ctx, Some(&namespace), operator_core::Settings::default())
+            .await;
     });
     // Pods created before the configuration is registered would not be sent to the webhook.
-    let configs: Api<MutatingWebhookConfiguration> = Api::all(cluster.client());
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(env.client());
     eventually("the webhook configuration", TIMEOUT, || async {
-        configs.get_opt(CONFIGURATION_NAME).await.ok().flatten()
+        configs.get_opt(&configuration).await.ok().flatten()
     })
     .await;
     Setup {
-        cluster,
+        env,
         started,
         runtime,
+        configuration,
     }
 }
 
@@ -114,14 +140,11 @@ fn init_names(pod: &Pod) -> Vec<String> {
 
 #[tokio::test]
 async fn labelled_statefulsets_pods_get_the_sidecar_and_templates_stay() {
-    let Setup {
-        cluster,
-        started,
-        runtime,
-    } = setup().await;
-    let client = cluster.client();
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let setup = setup().await;
+    let env = &setup.env;
+    let client = env.client();
+    let sets: Api<StatefulSet> = env.api();
+    let pods: Api<Pod> = env.api();
     let pp = PostParams::default();
     sets.create(&pp, &statefulset("net", true)).await.unwrap();
     sets.create(&pp, &statefulset("plain", false))
@@ -160,7 +183,7 @@ async fn labelled_statefulsets_pods_get_the_sidecar_and_templates_stay() {
     );
 
     // The token Secret the sidecar mounts exists in the namespace.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = env.api();
     let secret = eventually("the agent token Secret", TIMEOUT, || async {
         secrets.get_opt("nes-agent-token").await.ok().flatten()
     })
@@ -206,22 +229,20 @@ async fn labelled_statefulsets_pods_get_the_sidecar_and_templates_stay() {
         init_names(&recreated)
     );
 
-    // Pods in an excluded namespace are never injected, labelled or not.
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": "nes-system"}})).unwrap(),
-        )
+    // Pods in a namespace the controller does not watch are never injected, labelled or not:
+    // the configuration does not even send them.
+    let other = env
+        .cluster()
+        .namespace("nes-other")
         .await
-        .unwrap();
-    Api::<StatefulSet>::namespaced(client.clone(), "nes-system")
+        .expect("another namespace");
+    Api::<StatefulSet>::namespaced(client.clone(), &other)
         .create(&pp, &statefulset("own", true))
         .await
         .unwrap();
-    let own_pods: Api<Pod> = Api::namespaced(client.clone(), "nes-system");
+    let other_pods: Api<Pod> = Api::namespaced(client.clone(), &other);
     let own = eventually("pod own-0", TIMEOUT, || async {
-        own_pods.get_opt("own-0").await.ok().flatten()
+        other_pods.get_opt("own-0").await.ok().flatten()
     })
     .await;
     assert!(init_names(&own).is_empty(), "{:?}", init_names(&own));
@@ -230,17 +251,14 @@ async fn labelled_statefulsets_pods_get_the_sidecar_and_templates_stay() {
     let again = secrets.get("nes-agent-token").await.unwrap();
     assert_eq!(again.metadata.uid, secret.metadata.uid);
     assert_eq!(again.data, secret.data);
-    runtime.shutdown.cancel();
-    drop(started);
-    cluster.shutdown().await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn the_configuration_is_restored_after_tampering_and_deletion() {
-    let Setup {
-        cluster, started, ..
-    } = setup().await;
-    let configs: Api<MutatingWebhookConfiguration> = Api::all(cluster.client());
+    let setup = setup().await;
+    let (started, name) = (&setup.started, setup.configuration.as_str());
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(setup.env.client());
     let ca_bundle = |config: &MutatingWebhookConfiguration| {
         config
             .webhooks
@@ -251,7 +269,7 @@ async fn the_configuration_is_restored_after_tampering_and_deletion() {
             .as_ref()
             .map(|b| b.0.clone())
     };
-    let config = configs.get(CONFIGURATION_NAME).await.unwrap();
+    let config = configs.get(name).await.unwrap();
     assert_eq!(ca_bundle(&config), Some(started.ca_pem.as_bytes().to_vec()));
     let hook = &config.webhooks.as_ref().unwrap()[0];
     assert_eq!(
@@ -259,11 +277,18 @@ async fn the_configuration_is_restored_after_tampering_and_deletion() {
         Some(format!("https://{}/mutate", started.local_addr).as_str())
     );
     assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    let selector = serde_json::to_value(&hook.namespace_selector).unwrap();
+    assert_eq!(
+        selector["matchExpressions"][0],
+        json!({"key": "kubernetes.io/metadata.name", "operator": "In",
+               "values": [setup.env.namespace()]}),
+        "only the watched namespace's pods are sent"
+    );
 
     let other = base64::engine::general_purpose::STANDARD.encode("someone else's CA");
     configs
         .patch(
-            CONFIGURATION_NAME,
+            name,
             &PatchParams::default(),
             &Patch::Json::<()>(
                 serde_json::from_value(json!([
@@ -275,33 +300,29 @@ async fn the_configuration_is_restored_after_tampering_and_deletion() {
         .await
         .unwrap();
     eventually("the caBundle restored", TIMEOUT, || async {
-        let config = configs.get(CONFIGURATION_NAME).await.ok()?;
+        let config = configs.get(name).await.ok()?;
         (ca_bundle(&config)? == started.ca_pem.as_bytes()).then_some(())
     })
     .await;
 
-    let before = configs.get(CONFIGURATION_NAME).await.unwrap().metadata.uid;
+    let before = configs.get(name).await.unwrap().metadata.uid;
     configs
-        .delete(CONFIGURATION_NAME, &DeleteParams::default())
+        .delete(name, &DeleteParams::default())
         .await
         .unwrap();
     eventually("the configuration re-created", TIMEOUT, || async {
-        let config = configs.get_opt(CONFIGURATION_NAME).await.ok().flatten()?;
+        let config = configs.get_opt(name).await.ok().flatten()?;
         (config.metadata.uid != before && ca_bundle(&config)? == started.ca_pem.as_bytes())
             .then_some(())
     })
     .await;
-    started.server.abort();
-    cluster.shutdown().await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn a_malformed_review_is_a_readable_400() {
-    let Setup {
-        cluster,
-        started,
-        runtime,
-    } = setup().await;
+    let setup = setup().await;
+    let (started, runtime) = (&setup.started, &setup.runtime);
     let http = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(started.ca_pem.as_bytes()).unwrap())
@@ -348,6 +369,5 @@ async fn a_malformed_review_is_a_readable_400() {
                 && l.ends_with(" 3")),
         "{metrics}"
     );
-    runtime.shutdown.cancel();
-    cluster.shutdown().await;
+    setup.stop().await;
 }

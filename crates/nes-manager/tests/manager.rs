@@ -1,7 +1,7 @@
-//! nes-manager against devcluster with fake agents (the agent's real HTTP API over a fake
-//! `Agent`) on loopback addresses: pushes, status from results and result changes, re-pushes
-//! on spec change / agent restart / pod re-creation, no push after a manager restart, and
-//! NetworkCare deliveries (success and failure).
+//! nes-manager on the test binary's cluster (see common) with fake agents (the agent's real HTTP
+//! API over a fake `Agent`) on loopback addresses: pushes, status from results and result
+//! changes, re-pushes on spec change / agent restart / pod re-creation, no push after a manager
+//! restart, and NetworkCare deliveries (success and failure).
 
 mod common;
 
@@ -21,20 +21,20 @@ fn ip(text: &str) -> IpAddr {
 
 #[tokio::test]
 async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_nothing() {
-    let cluster = cluster().await;
+    let env = env().await;
     let agent_ip = ip("127.0.1.2");
     let port = free_port(agent_ip).await;
     let server = AgentServer::start(agent_ip, port, &["lo", "eth0"]).await;
     let agent = server.agent.clone();
     agent.answer_with(ItemState::Pending);
-    let manager = Manager::start(&cluster, port);
+    let manager = Manager::start(&env, port);
 
-    let uid = running_pod(&cluster, "app-0", agent_ip, json!({})).await;
-    network_configuration(&cluster, "app-0", &["10.1.0.5/24"]).await;
+    let uid = running_pod(&env, "app-0", agent_ip, json!({})).await;
+    network_configuration(&env, "app-0", &["10.1.0.5/24"]).await;
 
     // Pushed once; the agent's pending results are reported.
     let status = eventually("the pending results in the status", TIMEOUT, || async {
-        let s = nc_status(&cluster, "app-0").await?;
+        let s = nc_status(&env, "app-0").await?;
         (s.results.len() == 2 && s.applied_generation == Some(1)).then_some(s)
     })
     .await;
@@ -54,7 +54,7 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
     // The agent applies the pending items later: the status stream brings it to the resource.
     agent.set_results(ItemState::Applied);
     let status = eventually("Available after the agent applied", TIMEOUT, || async {
-        let s = nc_status(&cluster, "app-0").await?;
+        let s = nc_status(&env, "app-0").await?;
         (condition(&s.conditions, "Available")? == ("True".into(), "Applied".into())).then_some(s)
     })
     .await;
@@ -62,7 +62,7 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
     assert_eq!(agent.puts(), 1);
 
     // A spec change is pushed with the new generation.
-    let api: Api<NetworkConfiguration> = Api::namespaced(cluster.client(), NS);
+    let api: Api<NetworkConfiguration> = env.api();
     let patch = json!({"spec": {"addresses": [
         {"interface": "eth0.100", "cidr": "10.1.0.5/24"},
         {"interface": "eth0.100", "cidr": "10.1.0.6/24"},
@@ -72,7 +72,7 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
         .unwrap();
     agent.answer_with(ItemState::Applied);
     let status = eventually("generation 2 applied", TIMEOUT, || async {
-        let s = nc_status(&cluster, "app-0").await?;
+        let s = nc_status(&env, "app-0").await?;
         (s.applied_generation == Some(2) && s.observed_generation == Some(2)).then_some(s)
     })
     .await;
@@ -88,7 +88,7 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
         .await
         .unwrap();
     let status = eventually("InvalidSpec", TIMEOUT, || async {
-        let s = nc_status(&cluster, "app-0").await?;
+        let s = nc_status(&env, "app-0").await?;
         (condition(&s.conditions, "Degraded")? == ("True".into(), "InvalidSpec".into()))
             .then_some(s)
     })
@@ -106,7 +106,7 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
         .await
         .unwrap();
     eventually("the fixed spec applied", TIMEOUT, || async {
-        let s = nc_status(&cluster, "app-0").await?;
+        let s = nc_status(&env, "app-0").await?;
         (s.applied_generation == Some(4) && condition(&s.conditions, "Available")?.0 == "True")
             .then_some(())
     })
@@ -120,7 +120,7 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
         (server.state.watchers() == 0).then_some(())
     })
     .await;
-    let manager = Manager::start(&cluster, port);
+    let manager = Manager::start(&env, port);
     eventually("the new manager follows the agent", TIMEOUT, || async {
         (server.state.watchers() == 1).then_some(())
     })
@@ -130,7 +130,7 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
         "the failure reported by the new manager",
         TIMEOUT,
         || async {
-            let s = nc_status(&cluster, "app-0").await?;
+            let s = nc_status(&env, "app-0").await?;
             (condition(&s.conditions, "Degraded")? == ("True".into(), "ItemsFailed".into()))
                 .then_some(s)
         },
@@ -149,16 +149,16 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
 
 #[tokio::test]
 async fn agent_restart_and_pod_recreation_push_again() {
-    let cluster = cluster().await;
+    let env = env().await;
     let first_ip = ip("127.0.2.2");
     let port = free_port(first_ip).await;
     let first = AgentServer::start(first_ip, port, &["lo", "eth0"]).await;
-    let manager = Manager::start(&cluster, port);
-    let uid = running_pod(&cluster, "db-0", first_ip, json!({})).await;
-    network_configuration(&cluster, "db-0", &["10.2.0.5/24"]).await;
+    let manager = Manager::start(&env, port);
+    let uid = running_pod(&env, "db-0", first_ip, json!({})).await;
+    network_configuration(&env, "db-0", &["10.2.0.5/24"]).await;
     let boot = first.agent.boot_id.to_string();
     eventually("applied by the first agent", TIMEOUT, || async {
-        let s = nc_status(&cluster, "db-0").await?;
+        let s = nc_status(&env, "db-0").await?;
         (s.boot_id.as_deref() == Some(boot.as_str())
             && condition(&s.conditions, "Available")?.0 == "True")
             .then_some(())
@@ -171,7 +171,7 @@ async fn agent_restart_and_pod_recreation_push_again() {
     let restarted = AgentServer::start(first_ip, port, &["lo", "eth0"]).await;
     let boot = restarted.agent.boot_id.to_string();
     eventually("re-pushed to the restarted agent", TIMEOUT, || async {
-        let s = nc_status(&cluster, "db-0").await?;
+        let s = nc_status(&env, "db-0").await?;
         (s.boot_id.as_deref() == Some(boot.as_str())
             && condition(&s.conditions, "Available")?.0 == "True")
             .then_some(())
@@ -180,16 +180,12 @@ async fn agent_restart_and_pod_recreation_push_again() {
     assert_eq!(restarted.agent.puts(), 1);
     assert_eq!(restarted.agent.stored().unwrap().generation, 1);
     assert_eq!(
-        nc_status(&cluster, "db-0")
-            .await
-            .unwrap()
-            .pod_uid
-            .as_deref(),
+        nc_status(&env, "db-0").await.unwrap().pod_uid.as_deref(),
         Some(uid.as_str())
     );
 
     // The pod is re-created under the same name (elsewhere): pushed to the new pod's agent.
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client(), NS);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = env.api();
     pods.delete("db-0", &DeleteParams::default()).await.unwrap();
     eventually("the pod is gone", TIMEOUT, || async {
         pods.get_opt("db-0").await.ok()?.is_none().then_some(())
@@ -197,10 +193,10 @@ async fn agent_restart_and_pod_recreation_push_again() {
     .await;
     let second_ip = ip("127.0.2.3");
     let second = AgentServer::start(second_ip, port, &["lo", "eth0"]).await;
-    let new_uid = running_pod(&cluster, "db-0", second_ip, json!({})).await;
+    let new_uid = running_pod(&env, "db-0", second_ip, json!({})).await;
     assert_ne!(new_uid, uid);
     eventually("pushed to the re-created pod", TIMEOUT, || async {
-        let s = nc_status(&cluster, "db-0").await?;
+        let s = nc_status(&env, "db-0").await?;
         (s.pod_uid.as_deref() == Some(new_uid.as_str())
             && condition(&s.conditions, "Available")?.0 == "True")
             .then_some(())
@@ -218,14 +214,14 @@ async fn agent_restart_and_pod_recreation_push_again() {
     second.stop().await;
 }
 
-async fn network_care(cluster: &devcluster::DevCluster, name: &str, spec: serde_json::Value) {
+async fn network_care(env: &localcluster::TestEnv, name: &str, spec: serde_json::Value) {
     let care: NetworkCare = serde_json::from_value(json!({
         "apiVersion": "nes.kubecrew.io/v1alpha1", "kind": "NetworkCare",
         "metadata": {"name": name},
         "spec": spec,
     }))
     .unwrap();
-    Api::<NetworkCare>::namespaced(cluster.client(), NS)
+    env.api::<NetworkCare>()
         .create(&PostParams::default(), &care)
         .await
         .unwrap();
@@ -233,16 +229,16 @@ async fn network_care(cluster: &devcluster::DevCluster, name: &str, spec: serde_
 
 #[tokio::test]
 async fn network_care_delivers_filtered_link_changes() {
-    let cluster = cluster().await;
+    let env = env().await;
     let agent_ip = ip("127.0.3.2");
     let port = free_port(agent_ip).await;
     let server = AgentServer::start(agent_ip, port, &["lo", "eth0", "eth1"]).await;
     let agent = server.agent.clone();
     let callback = Callback::start(200).await;
-    let manager = Manager::start(&cluster, port);
-    let uid = running_pod(&cluster, "web-0", agent_ip, json!({"app": "web"})).await;
+    let manager = Manager::start(&env, port);
+    let uid = running_pod(&env, "web-0", agent_ip, json!({"app": "web"})).await;
     network_care(
-        &cluster,
+        &env,
         "watcher",
         json!({
             "pods": {"selector": {"matchLabels": {"app": "web"}}},
@@ -252,7 +248,7 @@ async fn network_care_delivers_filtered_link_changes() {
     )
     .await;
     eventually("the care selects the pod", TIMEOUT, || async {
-        let s = care_status(&cluster, "watcher").await?;
+        let s = care_status(&env, "watcher").await?;
         (condition(&s.conditions, "Ready")? == ("True".into(), "Delivering".into())
             && server.state.watchers() == 1)
             .then_some(())
@@ -271,7 +267,7 @@ async fn network_care_delivers_filtered_link_changes() {
     })
     .await;
     assert_eq!(report.network_care.name, "watcher");
-    assert_eq!(report.network_care.namespace, NS);
+    assert_eq!(report.network_care.namespace, env.namespace());
     assert_eq!(report.pod, "web-0");
     assert_eq!(report.pod_uid, uid);
     assert_eq!(report.boot_id, agent.boot_id);
@@ -301,7 +297,7 @@ async fn network_care_delivers_filtered_link_changes() {
 
     let delivered = callback.reports().len() as i64;
     let status = eventually("the deliveries counted", TIMEOUT, || async {
-        let s = care_status(&cluster, "watcher").await?;
+        let s = care_status(&env, "watcher").await?;
         (s.deliveries >= delivered && s.last_delivery_time.is_some()).then_some(s)
     })
     .await;
@@ -314,16 +310,16 @@ async fn network_care_delivers_filtered_link_changes() {
 
 #[tokio::test]
 async fn a_failing_callback_is_retried_then_counted_as_a_failure() {
-    let cluster = cluster().await;
+    let env = env().await;
     let agent_ip = ip("127.0.4.2");
     let port = free_port(agent_ip).await;
     let server = AgentServer::start(agent_ip, port, &["lo", "eth0"]).await;
     let agent = server.agent.clone();
     let callback = Callback::start(500).await;
-    let manager = Manager::start(&cluster, port);
-    running_pod(&cluster, "api-0", agent_ip, json!({})).await;
+    let manager = Manager::start(&env, port);
+    running_pod(&env, "api-0", agent_ip, json!({})).await;
     network_care(
-        &cluster,
+        &env,
         "flaky",
         json!({"pods": {"names": ["api-0"]}, "callback": {"url": callback.url}}),
     )
@@ -342,7 +338,7 @@ async fn a_failing_callback_is_retried_then_counted_as_a_failure() {
     .await;
     // Every report is attempted 3 times (the test's setting), then counted once as a failure.
     let status = eventually("failures counted after the retries", TIMEOUT, || async {
-        let s = care_status(&cluster, "flaky").await?;
+        let s = care_status(&env, "flaky").await?;
         (s.failures >= 1 && callback.posts() as i64 == 3 * s.failures).then_some(s)
     })
     .await;
@@ -367,7 +363,7 @@ async fn a_failing_callback_is_retried_then_counted_as_a_failure() {
         .store(200, std::sync::atomic::Ordering::SeqCst);
     agent.toggle_link("eth0");
     let status = eventually("delivered again", TIMEOUT, || async {
-        let s = care_status(&cluster, "flaky").await?;
+        let s = care_status(&env, "flaky").await?;
         (s.deliveries >= 1 && condition(&s.conditions, "Ready")?.0 == "True").then_some(s)
     })
     .await;
@@ -395,17 +391,17 @@ async fn one_more_report(agent: &FakeAgent, callback: &Callback, seen: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_continue_from_the_other_replica_after_leadership_returns() {
-    let cluster = cluster().await;
+    let env = env().await;
     let agent_ip = ip("127.0.5.2");
     let port = free_port(agent_ip).await;
     let server = AgentServer::start(agent_ip, port, &["lo", "eth0"]).await;
     let agent = server.agent.clone();
     let callback = Callback::start(200).await;
     let (lead, leader) = tokio::sync::watch::channel(true);
-    let manager = Manager::start_gated(&cluster, port, Some(leader));
-    running_pod(&cluster, "web-0", agent_ip, json!({"app": "web"})).await;
+    let manager = Manager::start_gated(&env, port, Some(leader));
+    running_pod(&env, "web-0", agent_ip, json!({"app": "web"})).await;
     network_care(
-        &cluster,
+        &env,
         "watcher",
         json!({
             "pods": {"selector": {"matchLabels": {"app": "web"}}},
@@ -420,7 +416,7 @@ async fn counts_continue_from_the_other_replica_after_leadership_returns() {
     .await;
     one_more_report(&agent, &callback, 0).await;
     let first = eventually("the first deliveries counted", TIMEOUT, || async {
-        let s = care_status(&cluster, "watcher").await?;
+        let s = care_status(&env, "watcher").await?;
         (s.deliveries >= 1).then_some(s.deliveries)
     })
     .await;
@@ -432,14 +428,14 @@ async fn counts_continue_from_the_other_replica_after_leadership_returns() {
     })
     .await;
     let theirs = first + 100;
-    Api::<NetworkCare>::namespaced(cluster.client(), NS)
+    env.api::<NetworkCare>()
         .patch_status(
             "watcher",
             &PatchParams::apply("other-replica").force(),
             &Patch::Apply(json!({
                 "apiVersion": "nes.kubecrew.io/v1alpha1",
                 "kind": "NetworkCare",
-                "metadata": {"name": "watcher", "namespace": NS},
+                "metadata": {"name": "watcher", "namespace": env.namespace()},
                 "status": {"deliveries": theirs, "failures": 0},
             })),
         )
@@ -458,7 +454,7 @@ async fn counts_continue_from_the_other_replica_after_leadership_returns() {
         "the new delivery counted on top of theirs",
         TIMEOUT,
         || async {
-            let s = care_status(&cluster, "watcher").await?;
+            let s = care_status(&env, "watcher").await?;
             (s.deliveries > theirs).then_some(s)
         },
     )

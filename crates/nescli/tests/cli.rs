@@ -1,5 +1,6 @@
-//! The real `nescli` binary against nes-cliserver (in-process) on devcluster, identified as a
-//! pod would be: POD_NAME, POD_NAMESPACE and a token file.
+//! The real `nescli` binary against nes-cliserver (in-process) on the test binary's cluster (the
+//! real kube-apiserver with `KUBECREW_CLUSTER=real`, devcluster by default), identified as a pod
+//! would be: POD_NAME, POD_NAMESPACE and a token file.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -8,13 +9,14 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use nes_api::cli::{ConfigurationResponse, StatusResponse, SubscriptionResponse};
 use nes_api::crd::{NetworkCare, NetworkConfiguration};
-use nes_cliserver::testing::{Fixture, NAMESPACE};
+use nes_cliserver::testing::Fixture;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 struct Pod {
     name: &'static str,
+    namespace: String,
     server: String,
     token_file: PathBuf,
     _dir: tempfile::TempDir,
@@ -28,6 +30,7 @@ impl Pod {
         std::fs::write(&token_file, f.token(token_of).await).unwrap();
         Pod {
             name,
+            namespace: f.namespace.clone(),
             server: f.url.clone(),
             token_file,
             _dir: dir,
@@ -39,7 +42,7 @@ impl Pod {
         command
             .args(args)
             .env("POD_NAME", self.name)
-            .env("POD_NAMESPACE", NAMESPACE)
+            .env("POD_NAMESPACE", &self.namespace)
             .env("NES_SERVER", &self.server)
             .env("NES_TOKEN_FILE", &self.token_file)
             .kill_on_drop(true);
@@ -84,7 +87,10 @@ async fn configure_get_status_and_subscribe() {
         ])
         .await;
     assert!(
-        text.starts_with("Configuration of default/x-0 (generation 1):"),
+        text.starts_with(&format!(
+            "Configuration of {}/x-0 (generation 1):",
+            f.namespace
+        )),
         "{text}"
     );
     assert!(text.contains("address:eth0/10.1.0.5/24"), "{text}");
@@ -111,7 +117,7 @@ async fn configure_get_status_and_subscribe() {
     assert_eq!(answer.vlans[0].vlan_id, 100);
     assert_eq!(answer.addresses.len(), 1);
     assert_eq!(answer.addresses[0].interface, "eth0.100");
-    let cr = Api::<NetworkConfiguration>::namespaced(f.client.clone(), NAMESPACE)
+    let cr = Api::<NetworkConfiguration>::namespaced(f.client.clone(), &f.namespace)
         .get("x-0")
         .await
         .unwrap();
@@ -129,7 +135,7 @@ async fn configure_get_status_and_subscribe() {
         text.contains("applied none yet") && text.contains("no item results yet"),
         "{text}"
     );
-    Api::<NetworkConfiguration>::namespaced(f.client.clone(), NAMESPACE)
+    Api::<NetworkConfiguration>::namespaced(f.client.clone(), &f.namespace)
         .patch_status(
             "x-0",
             &PatchParams::default(),
@@ -181,14 +187,14 @@ async fn configure_get_status_and_subscribe() {
         "{text}"
     );
     assert!(text.contains("owned by:   StatefulSet x"), "{text}");
-    let cares = Api::<NetworkCare>::namespaced(f.client.clone(), NAMESPACE);
+    let cares = Api::<NetworkCare>::namespaced(f.client.clone(), &f.namespace);
     assert_eq!(cares.get("x-0").await.unwrap().spec.pods.names, ["x-1"]);
     let shown: SubscriptionResponse =
         serde_json::from_str(&pod.ok(&["subscription", "-o", "json"]).await).unwrap();
     assert_eq!(shown.filter.interfaces, ["eth0"]);
     assert_eq!(
         pod.ok(&["unsubscribe"]).await,
-        "Subscription of default/x-0 deleted.\n"
+        format!("Subscription of {}/x-0 deleted.\n", f.namespace)
     );
     testkit::eventually("NetworkCare deleted", Duration::from_secs(30), || async {
         cares.get_opt("x-0").await.unwrap().is_none().then_some(())
@@ -225,7 +231,7 @@ async fn exit_codes_tell_refused_usage_and_unreachable_apart() {
     assert_eq!(code, 3, "{stderr}");
     assert!(stdout.is_empty());
     assert!(
-        stderr.contains("may not act on pod default/x-0"),
+        stderr.contains(&format!("may not act on pod {}/x-0", f.namespace)),
         "{stderr}"
     );
     assert!(!stderr.contains(&token[..20]));
@@ -277,7 +283,7 @@ async fn status_watch_prints_every_change_until_the_server_stops() {
     };
     let first = next(&mut lines).await.expect("the current status");
     assert_eq!(first.applied_generation, None);
-    Api::<NetworkConfiguration>::namespaced(f.client.clone(), NAMESPACE)
+    Api::<NetworkConfiguration>::namespaced(f.client.clone(), &f.namespace)
         .patch_status(
             "x-0",
             &PatchParams::default(),

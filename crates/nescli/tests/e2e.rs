@@ -1,11 +1,18 @@
-//! nes end to end (issue 10's acceptance): devcluster, nes-controller injecting the sidecar,
+//! nes end to end (issue 10's acceptance) on the test binary's cluster (localcluster: the real
+//! control plane with `KUBECREW_CLUSTER=real`, devcluster by default): nes-controller injecting
+//! the sidecar through its webhook (which the API server calls at `https://127.0.0.1:<port>`),
 //! network namespaces as the pods (each wired to the host by a veth, as a CNI plugin would, with
-//! the address devcluster gave the pod), the real agent in each, nes-manager and nes-cliserver in
-//! this process, and the real `nescli` binary run inside the pods' namespaces.
+//! the address the cluster gave the pod: kwok's on the real cluster, devcluster's pod
+//! controller's otherwise), the real agent in each, nes-manager and nes-cliserver in this
+//! process, and the real `nescli` binary run inside the pods' namespaces.
 //!
-//! devcluster enforces RBAC, and the three operators run with their own ServiceAccounts' tokens
-//! and the RBAC of `deploy/base/nes-*`; at the end each one's grants are compared with what it
-//! used (the audit trail), as `cargo xtask demo` does for the other operators.
+//! The cluster enforces RBAC (kube-apiserver always; devcluster is started with it), and the
+//! three operators run with their own ServiceAccounts' tokens (TokenRequest) and the RBAC of
+//! `deploy/base/nes-*`; at the end each one's grants are compared with what it used (the API
+//! server's audit log), as `cargo xtask demo` does for the other operators.
+//!
+//! Each test works in a namespace of its own, and the operators watch only it: nes-controller's
+//! webhook configuration is named after the namespace and sends only its pods.
 //!
 //! It lives in nescli's crate because cargo builds a binary only for its own package's tests.
 //! Needs root and iproute2 (CI has both); elsewhere it says loudly that it skipped.
@@ -17,13 +24,14 @@ use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use devcluster::{Authorization, DevCluster};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::CustomResourceExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::PartialObjectMeta;
+use localcluster::{Cluster, TestEnv};
 use nes_agent::api;
 use nes_agent::auth::TokenAuth;
 use nes_agent::reconciler::{self, Settings};
@@ -32,11 +40,9 @@ use nes_controller::admission::FailurePolicy;
 use nes_controller::inject::{INJECT_LABEL, SIDECAR, SidecarSettings};
 use nes_controller::template::{Context, Mode};
 use nes_controller::webhook::{self, TlsSource};
-use nes_controller::webhook_config::CONFIGURATION_NAME;
 use operator_core::Runtime;
 use serde_json::{Value, json};
 use testkit::eventually;
-use testkit::kubectl::Kubectl;
 use testkit::netns::{HOST_GATEWAY, Netns};
 use testkit::rbac::{
     Permission3, compare, expected_for, granted_to, list, service_account_user, used_by,
@@ -45,8 +51,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-const NS: &str = "default";
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the garbage collector may take: kube-controller-manager's learns of the nes CRDs'
+/// resource types (installed as the test starts) at its discovery resync, every 30 s.
+const COLLECTION_TIMEOUT: Duration = Duration::from_secs(90);
 const AGENT_PORT: u16 = 7470;
 /// The audience the applications' tokens are minted for and nes-cliserver asks TokenReview for.
 const AUDIENCE: &str = "nes-cliserver";
@@ -66,6 +74,17 @@ const EXPECTED_UNUSED: &[(&str, Permission3, &str)] = &[
         ("apps", "statefulsets", "patch"),
         "template mode patches the StatefulSet's template (the template-mode test); webhook mode \
          only removes a sidecar template mode left there",
+    ),
+    (
+        "nes-controller",
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "create",
+        ),
+        "the first server-side apply of its configuration creates it: kube-apiserver authorizes \
+         that as create inside the patch request and audits only the patch (devcluster audits a \
+         create)",
     ),
     (
         "nes-controller",
@@ -101,7 +120,8 @@ const EXPECTED_UNUSED: &[(&str, Permission3, &str)] = &[
         "nes-cliserver",
         ("apps", "statefulsets/finalizers", "update"),
         "an owner reference with blockOwnerDeletion needs it where the \
-         OwnerReferencesPermissionEnforcement admission plugin runs; devcluster has no such plugin",
+         OwnerReferencesPermissionEnforcement admission plugin runs; it is not on by default, and \
+         neither devcluster nor the test's kube-apiserver runs it",
     ),
     (
         "nes-cliserver",
@@ -145,7 +165,7 @@ const INVALID_SPEC: &str = "an object that does not match the schema gets Invali
 const IN_PROCESS: &str = "leader election is off for the in-process manager; the Role is the \
     other operators' (checked by cargo xtask demo)";
 
-/// One "pod": its namespace (pod IP = the IP devcluster assigned) and the agent inside it.
+/// One "pod": its network namespace (pod IP = the IP the cluster assigned) and the agent inside.
 struct PodNet {
     ip: Ipv4Addr,
     netns: Netns,
@@ -207,8 +227,15 @@ impl RunningAgent {
 }
 
 impl Drop for RunningAgent {
+    /// Also when a test fails: the thread holds a handle of the network namespace, and the
+    /// namespace (with its veth and host route) is deleted only once the last handle is gone,
+    /// which must happen before the process exits, or the next run finds the pod IP's route
+    /// taken.
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -254,7 +281,7 @@ fn statefulset(name: &str, replicas: i32, labelled: bool) -> StatefulSet {
 
 /// A token bound to `pod`, for nes-cliserver's audience, written to a file in `dir`.
 async fn pod_token(client: &kube::Client, pod: &Pod, dir: &Path) -> PathBuf {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), NS);
+    let sas: Api<ServiceAccount> = Api::default_namespaced(client.clone());
     let request: TokenRequest = serde_json::from_value(json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
@@ -281,11 +308,12 @@ async fn pod_token(client: &kube::Client, pod: &Pod, dir: &Path) -> PathBuf {
     file
 }
 
-/// The controller: in webhook mode its HTTPS webhook (registered with devcluster by the
-/// configuration it applies) plus its StatefulSet reconciler, which creates the token Secret.
-async fn start_controller(cluster: &DevCluster, mode: Mode) -> Arc<Runtime> {
+/// The controller, watching only the test's namespace: in webhook mode its HTTPS webhook
+/// (registered with the API server by the configuration it applies, named after the namespace)
+/// plus its StatefulSet reconciler, which creates the token Secret.
+async fn start_controller(env: &TestEnv, mode: Mode) -> Controller {
     let runtime = Arc::new(Runtime::new(
-        operator_client(cluster, "nes-controller").await,
+        operator_client(env.cluster(), "nes-controller").await,
         nes_controller::template::OPERATOR,
     ));
     let sidecar = SidecarSettings {
@@ -294,8 +322,11 @@ async fn start_controller(cluster: &DevCluster, mode: Mode) -> Arc<Runtime> {
         ..SidecarSettings::default()
     };
     let excluded = BTreeSet::from(["kube-system".to_owned()]);
+    let namespace = env.namespace().to_owned();
+    let mut webhook = None;
     if mode == Mode::Webhook {
-        webhook::start(
+        let configuration = format!("nes-controller-{namespace}");
+        let started = webhook::start(
             &runtime,
             webhook::Options {
                 listen: "127.0.0.1:0".parse().expect("address"),
@@ -304,7 +335,10 @@ async fn start_controller(cluster: &DevCluster, mode: Mode) -> Arc<Runtime> {
                     "nes-system",
                     &["127.0.0.1".to_owned()],
                 )),
+                // https://127.0.0.1:<bound port>/mutate, as --webhook-url would say.
                 endpoint: None,
+                configuration_name: configuration.clone(),
+                namespace: Some(namespace.clone()),
                 failure_policy: FailurePolicy::Ignore,
                 excluded_namespaces: excluded.clone(),
                 sidecar: sidecar.clone(),
@@ -312,13 +346,12 @@ async fn start_controller(cluster: &DevCluster, mode: Mode) -> Arc<Runtime> {
         )
         .await
         .expect("the webhook starts");
-        let configs: Api<
-            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-        > = Api::all(cluster.client());
+        let configs: Api<MutatingWebhookConfiguration> = Api::all(env.client());
         eventually("the webhook configuration", TIMEOUT, || async {
-            configs.get_opt(CONFIGURATION_NAME).await.ok().flatten()
+            configs.get_opt(&configuration).await.ok().flatten()
         })
         .await;
+        webhook = Some((started, configuration));
     }
     let ctx = Arc::new(Context {
         mode,
@@ -326,10 +359,40 @@ async fn start_controller(cluster: &DevCluster, mode: Mode) -> Arc<Runtime> {
         sidecar,
         excluded_namespaces: excluded,
     });
-    tokio::spawn(async move {
-        nes_controller::operator::run(ctx, None, operator_core::Settings::default()).await;
+    let task = tokio::spawn(async move {
+        nes_controller::operator::run(ctx, Some(&namespace), operator_core::Settings::default())
+            .await;
     });
-    runtime
+    Controller {
+        runtime,
+        task,
+        webhook,
+    }
+}
+
+/// nes-controller in this process.
+struct Controller {
+    runtime: Arc<Runtime>,
+    task: JoinHandle<()>,
+    /// Webhook mode: the server and its configuration's name.
+    webhook: Option<(webhook::Started, String)>,
+}
+
+impl Controller {
+    /// Stops it and removes its webhook configuration (cluster-wide: the API server would go on
+    /// calling a webhook that is gone).
+    async fn stop(self, env: &TestEnv) {
+        self.runtime.shutdown.cancel();
+        let _ = tokio::time::timeout(TIMEOUT, self.task).await;
+        if let Some((started, configuration)) = self.webhook {
+            let _ = tokio::time::timeout(TIMEOUT, started.config_sync).await;
+            let _ = tokio::time::timeout(TIMEOUT, started.server).await;
+            Api::<MutatingWebhookConfiguration>::all(env.client())
+                .delete(&configuration, &DeleteParams::default())
+                .await
+                .expect("the webhook configuration deleted");
+        }
+    }
 }
 
 /// nes-manager, as its binary runs it.
@@ -339,12 +402,13 @@ struct Manager {
 }
 
 impl Manager {
-    async fn start(cluster: &DevCluster) -> Self {
+    async fn start(env: &TestEnv) -> Self {
         let runtime = Arc::new(Runtime::new(
-            operator_client(cluster, "nes-manager").await,
+            operator_client(env.cluster(), "nes-manager").await,
             nes_manager::OPERATOR,
         ));
         let settings = nes_manager::ManagerSettings {
+            namespace: Some(env.namespace().to_owned()),
             agent_port: AGENT_PORT,
             ..nes_manager::ManagerSettings::default()
         };
@@ -419,6 +483,7 @@ impl CliServer {
 /// its veth), else on the host.
 async fn nescli(
     netns: Option<&Netns>,
+    namespace: &str,
     pod: &str,
     token_file: &Path,
     server_port: u16,
@@ -438,7 +503,7 @@ async fn nescli(
         None => tokio::process::Command::new(nescli),
     };
     command
-        .args(["--pod", pod, "--namespace", NS])
+        .args(["--pod", pod, "--namespace", namespace])
         .env("NES_SERVER", server)
         .env("NES_TOKEN_FILE", token_file)
         .args(args);
@@ -510,17 +575,19 @@ fn condition_true(
         .any(|c| c.type_ == kind && c.status == "True")
 }
 
-/// The pods of StatefulSet `set` once each has a pod IP.
+/// The pods `names` (in the client's namespace) once each is Running with the IP the cluster
+/// gave it (kwok's on the real cluster): the address its network namespace must carry, since
+/// nes-manager dials the agent at `status.podIP`.
 async fn pods_with_ips(client: &kube::Client, names: &[&str]) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
     let mut out = Vec::new();
     for name in names {
-        let pod = eventually(&format!("pod {name} has an IP"), TIMEOUT, || async {
-            pods.get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+        let pod = eventually(&format!("pod {name} runs with an IP"), TIMEOUT, || async {
+            pods.get_opt(name).await.ok().flatten().filter(|p| {
+                p.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase.as_deref() == Some("Running") && s.pod_ip.is_some())
+            })
         })
         .await;
         out.push(pod);
@@ -565,26 +632,40 @@ fn kernel_state(netns: &Netns) -> (Value, Value) {
     )
 }
 
-async fn cluster() -> DevCluster {
-    let mut options = devcluster::Options {
-        authorization: Authorization::Rbac,
-        ..devcluster::Options::default()
-    };
-    // Pod IPs the host does not use, so each namespace can carry its pod's address.
-    options.controllers.pod_ip_pool = (Ipv4Addr::new(10, 252, 0, 0), 16);
-    let cluster = DevCluster::start(options).await.expect("devcluster starts");
+/// This test's namespace on the binary's cluster, with what the operators need: the nes CRDs,
+/// the operators' namespace, ServiceAccounts and RBAC as deploy/base installs them (once per
+/// cluster), and the applications' ServiceAccount `app`.
+async fn env() -> TestEnv {
+    let cluster = localcluster::shared(|| {
+        let mut options = localcluster::Options::default();
+        // devcluster enforces RBAC only when asked (kube-apiserver always does).
+        options.dev.authorization = devcluster::Authorization::Rbac;
+        // Pod IPs the host does not use, so each network namespace can carry its pod's address
+        // (the real cluster's come from kwok's 10.244.0.0/16).
+        options.dev.controllers.pod_ip_pool = (Ipv4Addr::new(10, 252, 0, 0), 16);
+        options
+    })
+    .await;
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED.get_or_init(|| install(cluster)).await;
+    let env = TestEnv::new("nes-e2e").await;
+    env.api::<ServiceAccount>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "app"}}))
+                .expect("a ServiceAccount"),
+        )
+        .await
+        .expect("ServiceAccount app");
+    env
+}
+
+/// The cluster-wide part of [`env`]: CRDs, the operators' namespace and RBAC.
+async fn install(cluster: &'static Cluster) {
     for crd in [NetworkConfiguration::crd(), NetworkCare::crd()] {
         cluster.install_crd(&crd).await.expect("CRD installs");
     }
-    let sas: Api<ServiceAccount> = Api::namespaced(cluster.client(), NS);
-    sas.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "app"}})).expect("a ServiceAccount"),
-    )
-    .await
-    .expect("ServiceAccount app");
-    // The operators' namespace, ServiceAccounts and RBAC, as deploy/base installs them.
-    let kubectl = Kubectl::new(cluster.kubeconfig_path()).expect("kubectl");
+    let kubectl = cluster.kubectl_runner().expect("kubectl");
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
     let namespace = deploy.join("namespace/namespace.yaml");
     kubectl
@@ -608,11 +689,10 @@ async fn cluster() -> DevCluster {
             ])
             .await;
     }
-    cluster
 }
 
 /// A client acting as the operator's ServiceAccount (what its pod's mounted token gives it).
-async fn operator_client(cluster: &DevCluster, operator: &str) -> kube::Client {
+async fn operator_client(cluster: &Cluster, operator: &str) -> kube::Client {
     let sas: Api<ServiceAccount> = Api::namespaced(cluster.client(), SYSTEM_NS);
     let request: TokenRequest =
         serde_json::from_value(json!({"spec": {"audiences": []}})).expect("a TokenRequest");
@@ -626,20 +706,74 @@ async fn operator_client(cluster: &DevCluster, operator: &str) -> kube::Client {
     cluster.client_with_token(&token).expect("a client")
 }
 
-/// devcluster's audit trail as JSON lines (the form `serve --audit-log` writes).
-fn audit_log(cluster: &DevCluster) -> String {
-    cluster
-        .audit()
-        .entries()
-        .iter()
-        .map(|e| serde_json::to_string(e).expect("an audit entry serializes") + "\n")
+/// The API server's audit log as JSON lines (kube-apiserver's file, or devcluster's trail in
+/// the form `serve --audit-log` writes), only the requests about this test's namespace or about
+/// cluster-scoped objects: the binary's other tests use the same ServiceAccounts in their own
+/// namespaces.
+fn audit_log(env: &TestEnv) -> String {
+    let all = match (env.cluster().real(), env.cluster().dev()) {
+        (Some(real), _) => std::fs::read_to_string(real.audit_log()).expect("the audit log"),
+        (None, Some(dev)) => dev
+            .audit()
+            .entries()
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("an audit entry serializes") + "\n")
+            .collect(),
+        (None, None) => unreachable!("a cluster is real or devcluster"),
+    };
+    all.lines()
+        .filter(|line| {
+            let entry: Value = serde_json::from_str(line).expect("an audit line is JSON");
+            let namespace = entry
+                .pointer("/objectRef/namespace")
+                .or_else(|| entry.get("namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            namespace.is_empty() || namespace == env.namespace()
+        })
+        .map(|line| format!("{line}\n"))
         .collect()
+}
+
+/// [`audit_log`] once every request of the operators (stopped by then) in it has been
+/// answered. kube-apiserver audits a watch at its start (stage ResponseStarted) and again when
+/// it ends (ResponseComplete), which is the event that counts, written only after the API
+/// server has noticed the stopped client's disconnect. devcluster writes one line per request
+/// at once.
+async fn settled_audit_log(env: &TestEnv) -> String {
+    let operators = service_account_user(SYSTEM_NS, "");
+    eventually("every audited request answered", TIMEOUT, || async {
+        let log = audit_log(env);
+        let mut open = BTreeSet::new();
+        for line in log.lines() {
+            let entry: Value = serde_json::from_str(line).expect("an audit line is JSON");
+            let user = entry
+                .pointer("/user/username")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !user.starts_with(&operators) {
+                continue;
+            }
+            let id = entry["auditID"].as_str().unwrap_or_default().to_owned();
+            match entry["stage"].as_str() {
+                Some("ResponseStarted") => {
+                    open.insert(id);
+                }
+                Some("ResponseComplete" | "Panic") => {
+                    open.remove(&id);
+                }
+                _ => {}
+            }
+        }
+        open.is_empty().then_some(log)
+    })
+    .await
 }
 
 /// Each operator's grants against what it used in this test: nothing used that is not
 /// granted, nothing denied, nothing granted and unused but [`EXPECTED_UNUSED`].
-async fn assert_least_privilege(cluster: &DevCluster, operators: &[&str]) {
-    let kubectl = Kubectl::new(cluster.kubeconfig_path()).expect("kubectl");
+async fn assert_least_privilege(env: &TestEnv, operators: &[&str]) {
+    let kubectl = env.kubectl();
     let listed = kubectl
         .run(&[
             "get",
@@ -651,7 +785,7 @@ async fn assert_least_privilege(cluster: &DevCluster, operators: &[&str]) {
         .await;
     let listed: Value = serde_json::from_str(&listed).expect("kubectl prints JSON");
     let objects = listed["items"].as_array().cloned().unwrap_or_default();
-    let log = audit_log(cluster);
+    let log = settled_audit_log(env).await;
     let mut failures = Vec::new();
     for operator in operators {
         let granted = granted_to(&objects, SYSTEM_NS, operator).expect("readable RBAC");
@@ -685,12 +819,13 @@ async fn nes_end_to_end_with_the_webhook() {
     if !testkit::netns::can_run("the nes end-to-end test") {
         return;
     }
-    let cluster = cluster().await;
-    let client = cluster.client();
-    start_controller(&cluster, Mode::Webhook).await;
+    let env = env().await;
+    let client = env.client();
+    let ns = env.namespace().to_owned();
+    let controller = start_controller(&env, Mode::Webhook).await;
 
     // 1. The webhook injects the sidecar into the pods of the labelled StatefulSet only.
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let sets: Api<StatefulSet> = env.api();
     let pp = PostParams::default();
     sets.create(&pp, &statefulset("net", 2, true))
         .await
@@ -720,7 +855,7 @@ async fn nes_end_to_end_with_the_webhook() {
 
     // The agents, one per pod namespace, with the token from the Secret the controller made.
     let dir = tempfile::tempdir().expect("tempdir");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let secrets: Api<Secret> = env.api();
     let secret = eventually("the agent token Secret", TIMEOUT, || async {
         secrets.get_opt("nes-agent-token").await.ok().flatten()
     })
@@ -746,8 +881,9 @@ async fn nes_end_to_end_with_the_webhook() {
         })
         .collect();
 
-    let mut manager = Manager::start(&cluster).await;
-    let mut server = CliServer::start(operator_client(&cluster, "nes-cliserver").await, 0).await;
+    let mut manager = Manager::start(&env).await;
+    let mut server =
+        CliServer::start(operator_client(env.cluster(), "nes-cliserver").await, 0).await;
     let tokens: Vec<PathBuf> = {
         let mut out = Vec::new();
         for pod in &pods {
@@ -759,6 +895,7 @@ async fn nes_end_to_end_with_the_webhook() {
     // 2. From inside pod 0, two requests: an address, then a route through it.
     let out = nescli(
         Some(&net[0].netns),
+        &ns,
         "net-0",
         &tokens[0],
         server.port,
@@ -768,6 +905,7 @@ async fn nes_end_to_end_with_the_webhook() {
     assert!(out.status.success(), "configure an address");
     let out = nescli(
         Some(&net[0].netns),
+        &ns,
         "net-0",
         &tokens[0],
         server.port,
@@ -775,7 +913,7 @@ async fn nes_end_to_end_with_the_webhook() {
     )
     .await;
     assert!(out.status.success(), "configure a route");
-    let configs: Api<NetworkConfiguration> = Api::namespaced(client.clone(), NS);
+    let configs: Api<NetworkConfiguration> = env.api();
     let config = configs
         .get("net-0")
         .await
@@ -838,6 +976,7 @@ async fn nes_end_to_end_with_the_webhook() {
         .generation;
     let out = nescli(
         Some(&net[1].netns),
+        &ns,
         "net-0",
         &tokens[1],
         server.port,
@@ -892,6 +1031,7 @@ async fn nes_end_to_end_with_the_webhook() {
     let callback = Callback::start().await;
     let out = nescli(
         None,
+        &ns,
         "watcher-0",
         &tokens[2],
         server.port,
@@ -907,7 +1047,7 @@ async fn nes_end_to_end_with_the_webhook() {
     )
     .await;
     assert!(out.status.success(), "subscribe");
-    let cares: Api<NetworkCare> = Api::namespaced(client.clone(), NS);
+    let cares: Api<NetworkCare> = env.api();
     let care = cares.get("watcher-0").await.expect("NetworkCare watcher-0");
     let owner = &care.metadata.owner_references.as_ref().expect("owners")[0];
     assert_eq!(
@@ -938,14 +1078,27 @@ async fn nes_end_to_end_with_the_webhook() {
     })
     .await;
 
-    // 7. Restarting nes-manager and nes-cliserver changes nothing in the namespaces.
+    // 7. Restarting nes-manager and nes-cliserver changes nothing in the namespaces. The
+    //    witness is taken once the kernel itself is done: IPv6 duplicate address detection of
+    //    the links' link-local addresses (data0 was just up again) changes flags and routes.
+    eventually("IPv6 address detection done", TIMEOUT, || async {
+        net.iter()
+            .all(|p| {
+                !kernel_state(&p.netns)
+                    .0
+                    .to_string()
+                    .contains("\"tentative\"")
+            })
+            .then_some(())
+    })
+    .await;
     let before: Vec<_> = net.iter().map(|p| kernel_state(&p.netns)).collect();
     let accepted = |ip| agent_counter(ip, "nes_agent_config_requests_total{outcome=\"accepted\"}");
     let accepted_before = (accepted(net[0].ip).await, accepted(net[1].ip).await);
     manager.stop().await;
     server.stop().await;
-    manager = Manager::start(&cluster).await;
-    server = CliServer::start(operator_client(&cluster, "nes-cliserver").await, 0).await;
+    manager = Manager::start(&env).await;
+    server = CliServer::start(operator_client(env.cluster(), "nes-cliserver").await, 0).await;
     eventually("the new manager has reconciled net-0", TIMEOUT, || async {
         // Two resources exist (net-0's NetworkConfiguration, watcher-0's NetworkCare), and a
         // reconcile of net-0 is where a push would happen.
@@ -954,6 +1107,7 @@ async fn nes_end_to_end_with_the_webhook() {
     .await;
     let out = nescli(
         Some(&net[0].netns),
+        &ns,
         "net-0",
         &tokens[0],
         server.port,
@@ -976,7 +1130,7 @@ async fn nes_end_to_end_with_the_webhook() {
         .expect("delete net");
     eventually(
         "net-0's NetworkConfiguration is collected",
-        TIMEOUT,
+        COLLECTION_TIMEOUT,
         || async {
             let meta: Option<PartialObjectMeta<NetworkConfiguration>> =
                 configs.get_metadata_opt("net-0").await.ok()?;
@@ -987,14 +1141,18 @@ async fn nes_end_to_end_with_the_webhook() {
     sets.delete("watcher", &DeleteParams::default())
         .await
         .expect("delete watcher");
-    eventually("watcher-0's NetworkCare is collected", TIMEOUT, || async {
-        cares
-            .get_opt("watcher-0")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
+    eventually(
+        "watcher-0's NetworkCare is collected",
+        COLLECTION_TIMEOUT,
+        || async {
+            cares
+                .get_opt("watcher-0")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
     .await;
 
     manager.stop().await;
@@ -1004,19 +1162,15 @@ async fn nes_end_to_end_with_the_webhook() {
             agent.kill();
         }
     }
-    assert_least_privilege(
-        &cluster,
-        &["nes-controller", "nes-manager", "nes-cliserver"],
-    )
-    .await;
+    controller.stop(&env).await;
+    assert_least_privilege(&env, &["nes-controller", "nes-manager", "nes-cliserver"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_mode_injects_through_the_statefulset_template() {
-    let cluster = cluster().await;
-    let client = cluster.client();
-    start_controller(&cluster, Mode::Template).await;
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let env = env().await;
+    let controller = start_controller(&env, Mode::Template).await;
+    let sets: Api<StatefulSet> = env.api();
     sets.create(&PostParams::default(), &statefulset("net", 2, true))
         .await
         .expect("StatefulSet net");
@@ -1028,7 +1182,7 @@ async fn template_mode_injects_through_the_statefulset_template() {
             .then_some(())
     })
     .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = env.api();
     for name in ["net-0", "net-1"] {
         eventually(
             &format!("{name} runs with the sidecar"),
@@ -1039,7 +1193,8 @@ async fn template_mode_injects_through_the_statefulset_template() {
     }
     // Template mode leaves the webhook's grants unused, so only denials are checked here; the
     // webhook test compares everything.
-    let log = audit_log(&cluster);
+    controller.stop(&env).await;
+    let log = settled_audit_log(&env).await;
     let (_, denied) =
         used_by(&log, &service_account_user(SYSTEM_NS, "nes-controller")).expect("the audit log");
     assert!(denied.is_empty(), "nes-controller was denied: {denied:?}");

@@ -1,6 +1,8 @@
-//! Test harness: devcluster (without its pod controller: the tests set pod status), fake
-//! agents served by the real agent HTTP API on loopback addresses, a callback server, and the
-//! manager run in-process.
+//! Test harness: a namespace of the test binary's cluster (the real control plane with
+//! `KUBECREW_CLUSTER=real`, devcluster without its pod controller by default; see localcluster)
+//! where the tests set pod status themselves, fake agents served by the real agent HTTP API on
+//! loopback addresses, a callback server, and the manager run in-process, watching only the
+//! test's namespace.
 
 #![allow(dead_code)]
 
@@ -9,10 +11,10 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use devcluster::DevCluster;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use localcluster::TestEnv;
 use nes_agent::agent::{Agent, ApplyError};
 use nes_agent::api::{self, ApiState};
 use nes_agent::auth::TokenAuth;
@@ -28,7 +30,6 @@ use tokio::task::JoinHandle;
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const TOKEN: &str = "test-agent-token";
-pub const NS: &str = "default";
 
 /// Applies like the real agent as far as the manager can tell: generations only move forward
 /// (an equal one must have equal content), every item gets `initial` as its state, and each
@@ -245,22 +246,24 @@ pub async fn free_port(ip: IpAddr) -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// devcluster with the nes CRDs and the agent token Secret; no pod controller.
-pub async fn cluster() -> DevCluster {
-    let cluster = DevCluster::start(devcluster::Options {
-        controllers: devcluster::controllers::ControllerOptions {
-            pods: false,
+/// This test's namespace with the nes CRDs and the agent token Secret. On devcluster the
+/// binary's cluster runs without its pod controller; on the real one [`running_pod`] keeps
+/// pods away from the scheduler and kwok. Either way the tests give pods their status.
+pub async fn env() -> TestEnv {
+    localcluster::shared(|| localcluster::Options {
+        dev: devcluster::Options {
+            controllers: devcluster::controllers::ControllerOptions {
+                pods: false,
+                ..Default::default()
+            },
             ..Default::default()
         },
         ..Default::default()
     })
-    .await
-    .expect("devcluster starts");
-    cluster
-        .install_crd(&NetworkConfiguration::crd())
-        .await
-        .unwrap();
-    cluster.install_crd(&NetworkCare::crd()).await.unwrap();
+    .await;
+    let env = TestEnv::new("nes-manager").await;
+    env.install_crd(&NetworkConfiguration::crd()).await;
+    env.install_crd(&NetworkCare::crd()).await;
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("nes-agent-token".into()),
@@ -276,11 +279,11 @@ pub async fn cluster() -> DevCluster {
         ),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(cluster.client(), NS)
+    env.api::<Secret>()
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    cluster
+    env
 }
 
 /// A running manager.
@@ -290,22 +293,23 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn start(cluster: &DevCluster, port: u16) -> Self {
-        Self::start_gated(cluster, port, None)
+    pub fn start(env: &TestEnv, port: u16) -> Self {
+        Self::start_gated(env, port, None)
     }
 
     /// A manager that leads while `leader` says so, as with `--leader-elect`.
     pub fn start_gated(
-        cluster: &DevCluster,
+        env: &TestEnv,
         port: u16,
         leader: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Self {
-        let mut runtime = Runtime::new(cluster.client(), OPERATOR);
+        let mut runtime = Runtime::new(env.client(), OPERATOR);
         if let Some(leader) = leader {
             runtime = runtime.with_leader(leader);
         }
         let runtime = Arc::new(runtime);
         let settings = ManagerSettings {
+            namespace: Some(env.namespace().to_owned()),
             agent_port: port,
             agent_timeout: Duration::from_secs(5),
             delivery: DeliverySettings {
@@ -337,16 +341,23 @@ impl Manager {
 }
 
 /// Creates pod `name` and gives it the status of a running pod at `ip`. Returns its uid.
+///
+/// The pod has a scheduling gate: on the real control plane the scheduler leaves it unbound, so
+/// kwok never runs it and never overwrites the status given here (devcluster's pod controller
+/// is off, see [`env`]). An unbound pod is also deleted at once, without a grace period.
 pub async fn running_pod(
-    cluster: &DevCluster,
+    env: &TestEnv,
     name: &str,
     ip: IpAddr,
     labels: serde_json::Value,
 ) -> String {
-    let api: Api<Pod> = Api::namespaced(cluster.client(), NS);
+    let api: Api<Pod> = env.api();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": labels},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        "spec": {
+            "schedulingGates": [{"name": "kubecrew.io/status-by-test"}],
+            "containers": [{"name": "app", "image": "app:1"}],
+        },
     }))
     .unwrap();
     let created = api.create(&PostParams::default(), &pod).await.unwrap();
@@ -363,8 +374,8 @@ pub async fn running_pod(
 }
 
 /// Creates NetworkConfiguration `pod` with one VLAN and `addresses` on it.
-pub async fn network_configuration(cluster: &DevCluster, pod: &str, addresses: &[&str]) {
-    let api: Api<NetworkConfiguration> = Api::namespaced(cluster.client(), NS);
+pub async fn network_configuration(env: &TestEnv, pod: &str, addresses: &[&str]) {
+    let api: Api<NetworkConfiguration> = env.api();
     let nc: NetworkConfiguration = serde_json::from_value(json!({
         "apiVersion": "nes.kubecrew.io/v1alpha1", "kind": "NetworkConfiguration",
         "metadata": {"name": pod},
@@ -381,25 +392,18 @@ pub async fn network_configuration(cluster: &DevCluster, pod: &str, addresses: &
 }
 
 pub async fn nc_status(
-    cluster: &DevCluster,
+    env: &TestEnv,
     name: &str,
 ) -> Option<nes_api::crd::NetworkConfigurationStatus> {
-    Api::<NetworkConfiguration>::namespaced(cluster.client(), NS)
+    env.api::<NetworkConfiguration>()
         .get(name)
         .await
         .ok()?
         .status
 }
 
-pub async fn care_status(
-    cluster: &DevCluster,
-    name: &str,
-) -> Option<nes_api::crd::NetworkCareStatus> {
-    Api::<NetworkCare>::namespaced(cluster.client(), NS)
-        .get(name)
-        .await
-        .ok()?
-        .status
+pub async fn care_status(env: &TestEnv, name: &str) -> Option<nes_api::crd::NetworkCareStatus> {
+    env.api::<NetworkCare>().get(name).await.ok()?.status
 }
 
 /// The condition `type_` of a list, as (status, reason).
