@@ -1,5 +1,6 @@
 //! appconfig-restarter benchmark: the operator binary (its own process, so its memory is its
-//! own) against devcluster (API server only: the figures are the operator's, not the rollout's).
+//! own) against an API server only (no controllers: the figures are the operator's, not the
+//! rollout's), on devcluster and on the real kube-apiserver, side by side in one run.
 //!
 //! 1. Start-up: 1,000 AppConfigs, each following its own ConfigMap used by its own Deployment
 //!    (1,000 Deployments), all created before the operator starts: time until every AppConfig
@@ -13,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use appconfig_restarter::resource::AppConfig;
 use devcluster::controllers::ControllerOptions;
-use devcluster::{DevCluster, Options};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
+use localcluster::{Cluster, Flavor, Options, RealOptions};
 use serde_json::{Value, json};
 
 const OBJECTS: usize = 1_000;
@@ -27,11 +28,35 @@ const UPDATES: usize = 1_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let cluster = DevCluster::start(Options {
-        controllers: ControllerOptions::none(),
-        ..Options::default()
-    })
+    // Side by side in one run: devcluster, then the real control plane (KUBECREW_BENCH_CLUSTERS
+    // may name one of them).
+    let wanted = std::env::var("KUBECREW_BENCH_CLUSTERS").unwrap_or_else(|_| "dev,real".into());
+    for name in wanted.split(',').filter(|n| !n.trim().is_empty()) {
+        run(Flavor::parse(name)?).await?;
+    }
+    Ok(())
+}
+
+/// One run on an API server only (no controllers: the figures are the operator's own).
+async fn run(flavor: Flavor) -> anyhow::Result<()> {
+    println!("== on the {} cluster", flavor.name());
+    let starting = Instant::now();
+    let cluster = Cluster::start(
+        flavor,
+        Options {
+            dev: devcluster::Options {
+                controllers: ControllerOptions::none(),
+                ..devcluster::Options::default()
+            },
+            real: RealOptions {
+                controllers: false,
+                ..RealOptions::default()
+            },
+            ..Options::default()
+        },
+    )
     .await?;
+    println!("cluster ready in {:.2} s", starting.elapsed().as_secs_f64());
     let client = cluster.client();
     cluster.install_crd(&AppConfig::crd()).await?;
 

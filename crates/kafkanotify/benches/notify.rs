@@ -1,5 +1,6 @@
 //! kafkanotify benchmark: the operator binary (a separate process, so its memory is its own)
-//! against devcluster and a tansu broker.
+//! against an API server only (devcluster, then the real kube-apiserver, side by side in one run)
+//! and a tansu broker.
 //!
 //! 1. 1,000 migrations of one EdgeApplication, one after another: time from the resource
 //!    update to the broker's acknowledgement (`status.notified.time`), p50/p99.
@@ -12,12 +13,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use devcluster::controllers::ControllerOptions;
-use devcluster::{DevCluster, Options};
 use futures::StreamExt;
 use kafkanotify::resource::EdgeApplication;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
+use localcluster::{Cluster, Flavor, Options, RealOptions};
 use serde_json::json;
 
 const MIGRATIONS: usize = 1_000;
@@ -25,11 +26,35 @@ const APPS: usize = 1_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let cluster = DevCluster::start(Options {
-        controllers: ControllerOptions::none(),
-        ..Options::default()
-    })
+    // Side by side in one run: devcluster, then the real control plane (KUBECREW_BENCH_CLUSTERS
+    // may name one of them).
+    let wanted = std::env::var("KUBECREW_BENCH_CLUSTERS").unwrap_or_else(|_| "dev,real".into());
+    for name in wanted.split(',').filter(|n| !n.trim().is_empty()) {
+        run(Flavor::parse(name)?).await?;
+    }
+    Ok(())
+}
+
+/// One run on an API server only (no controllers: the figures are the operator's own).
+async fn run(flavor: Flavor) -> anyhow::Result<()> {
+    println!("== on the {} cluster", flavor.name());
+    let starting = Instant::now();
+    let cluster = Cluster::start(
+        flavor,
+        Options {
+            dev: devcluster::Options {
+                controllers: ControllerOptions::none(),
+                ..devcluster::Options::default()
+            },
+            real: RealOptions {
+                controllers: false,
+                ..RealOptions::default()
+            },
+            ..Options::default()
+        },
+    )
     .await?;
+    println!("cluster ready in {:.2} s", starting.elapsed().as_secs_f64());
     let client = cluster.client();
     cluster.install_crd(&EdgeApplication::crd()).await?;
     let broker = testkit::kafka::Broker::start().await?;

@@ -14,11 +14,13 @@ use testkit::eventually;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn operator(cluster: &devcluster::DevCluster, broker: &testkit::kafka::Broker) -> Command {
+/// The operator binary, watching only the test's namespace (tests share the cluster).
+fn operator(env: &localcluster::TestEnv, broker: &testkit::kafka::Broker) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkanotify"));
-    cmd.env("KUBECONFIG", cluster.kubeconfig_path())
+    cmd.env("KUBECONFIG", env.kubeconfig_path())
         .env("KAFKA_BROKERS", broker.bootstrap())
         .args(["--metrics-addr", "127.0.0.1:0", "--kafka-timeout", "2s"])
+        .args(["--namespace", env.namespace()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
@@ -27,10 +29,10 @@ fn operator(cluster: &devcluster::DevCluster, broker: &testkit::kafka::Broker) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_operator_republishes_and_the_client_reports_once() {
-    let cluster = cluster().await;
+    let env = env().await;
     let broker = broker().await;
-    let client = cluster.client();
-    let api: Api<EdgeApplication> = Api::namespaced(client.clone(), NS);
+    let client = env.client();
+    let api: Api<EdgeApplication> = Api::default_namespaced(client.clone());
     let dir = std::env::temp_dir().join(format!("kafkanotify-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let hook_log = dir.join("exec.log");
@@ -50,9 +52,7 @@ async fn a_killed_operator_republishes_and_the_client_reports_once() {
         .expect("client starts");
     let mut lines = BufReader::new(follower.stdout.take().expect("stdout")).lines();
 
-    let mut op = operator(&cluster, &broker)
-        .spawn()
-        .expect("operator starts");
+    let mut op = operator(&env, &broker).spawn().expect("operator starts");
     api.create(&PostParams::default(), &app("carla", "node-a", "10.0.0.1"))
         .await
         .expect("created");
@@ -63,7 +63,7 @@ async fn a_killed_operator_republishes_and_the_client_reports_once() {
     op.kill().await.expect("operator stopped");
 
     // This operator exits right after the broker acknowledges the migration.
-    let mut doomed = operator(&cluster, &broker)
+    let mut doomed = operator(&env, &broker)
         .env("KAFKANOTIFY_FAILPOINT", "exit-after-publish")
         .spawn()
         .expect("operator starts");
@@ -85,9 +85,7 @@ async fn a_killed_operator_republishes_and_the_client_reports_once() {
         Some("node-a".to_owned())
     );
 
-    let _op = operator(&cluster, &broker)
-        .spawn()
-        .expect("operator restarts");
+    let _op = operator(&env, &broker).spawn().expect("operator restarts");
     let notified = eventually("migration recorded after the restart", TIMEOUT, || async {
         let n = api.get("carla").await.ok()?.status?.notified?;
         (n.edge_node_id == "node-b").then_some(n)
@@ -142,5 +140,4 @@ async fn a_killed_operator_republishes_and_the_client_reports_once() {
     );
     follower.kill().await.expect("client stopped");
     let _ = std::fs::remove_dir_all(dir);
-    cluster.shutdown().await;
 }

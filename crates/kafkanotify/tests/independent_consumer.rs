@@ -51,11 +51,11 @@ async fn librdkafka_reads_the_cloudevents() {
         .await
         .expect("install task")
         .expect("Python client installed");
-    let cluster = cluster().await;
+    let env = env().await;
     let broker = broker().await;
-    let client = cluster.client();
+    let client = env.client();
     let operator = Operator::start(client.clone(), &broker, None).await;
-    let api: Api<EdgeApplication> = Api::namespaced(client.clone(), NS);
+    let api: Api<EdgeApplication> = Api::default_namespaced(client.clone());
     let mut app = app("carla", "node-a", "10.0.0.1");
     app.spec.app_id = Some("carla-server".into());
     app.spec.endpoint.protocol = kafkanotify::resource::Protocol::Udp;
@@ -97,7 +97,7 @@ async fn librdkafka_reads_the_cloudevents() {
         json!({
             "ce_specversion": "1.0",
             "ce_id": format!("{uid}.1.placed"),
-            "ce_source": "/apis/kafkanotify.kubecrew.io/v1alpha1/namespaces/default/edgeapplications/carla",
+            "ce_source": source(env.namespace(), "carla"),
             "ce_type": "io.kubecrew.kafkanotify.edgeapplication.placed",
             "ce_time": record["headers"]["ce_time"],
             "ce_subject": "carla-server",
@@ -111,11 +111,10 @@ async fn librdkafka_reads_the_cloudevents() {
     );
     assert_eq!(
         record["value"],
-        json!({"appId": "carla-server", "namespace": "default", "name": "carla",
+        json!({"appId": "carla-server", "namespace": env.namespace(), "name": "carla",
                "edgeNodeId": "node-a",
                "endpoint": {"host": "10.0.0.1", "port": 2000, "protocol": "UDP"},
                "previous": null, "generation": 1})
     );
     operator.stop().await;
-    cluster.shutdown().await;
 }

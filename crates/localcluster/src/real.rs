@@ -33,6 +33,9 @@ pub struct RealOptions {
     pub dir: Option<PathBuf>,
     /// How long the whole start may take.
     pub timeout: Duration,
+    /// Run kube-controller-manager, kube-scheduler and kwok (with `nodes` Nodes). Off: etcd and
+    /// the API server only, as benchmarks of an operator's own work want it (no rollouts).
+    pub controllers: bool,
 }
 
 impl Default for RealOptions {
@@ -41,6 +44,7 @@ impl Default for RealOptions {
             nodes: 3,
             dir: None,
             timeout: Duration::from_secs(120),
+            controllers: true,
         }
     }
 }
@@ -197,14 +201,34 @@ impl RealCluster {
             })
             .await?;
 
-        cluster.spawn(
-            &layout,
-            "kube-controller-manager",
-            controller_manager_args(&layout, &sa_key.key, &ca.files.cert, &ca.files.key),
-        )?;
-        cluster.spawn(&layout, "kube-scheduler", scheduler_args(&layout))?;
-        cluster.spawn(&layout, "kwok", kwok_args(&layout, &stages))?;
+        if options.controllers {
+            cluster
+                .start_controllers(&layout, &sa_key, &ca, &stages, &options, deadline)
+                .await?;
+        }
+        cluster.started_in = begun.elapsed();
+        tracing::info!(url = %cluster.url, started_in = ?cluster.started_in, "real control plane ready");
+        Ok(cluster)
+    }
 
+    async fn start_controllers(
+        &mut self,
+        layout: &Layout,
+        sa_key: &CertFiles,
+        ca: &Ca,
+        stages: &Path,
+        options: &RealOptions,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        self.spawn(
+            layout,
+            "kube-controller-manager",
+            controller_manager_args(layout, &sa_key.key, &ca.files.cert, &ca.files.key),
+        )?;
+        self.spawn(layout, "kube-scheduler", scheduler_args(layout))?;
+        self.spawn(layout, "kwok", kwok_args(layout, stages))?;
+
+        let client = self.client()?;
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..options.nodes {
             nodes
@@ -214,28 +238,24 @@ impl RealCluster {
         }
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let default_sa: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-        cluster
-            .wait_for(
-                "the default namespace and its ServiceAccount (kube-controller-manager)",
-                deadline,
-                || async {
-                    namespaces.get_opt("default").await.ok().flatten().is_some()
-                        && default_sa.get_opt("default").await.ok().flatten().is_some()
-                },
-            )
-            .await?;
+        self.wait_for(
+            "the default namespace and its ServiceAccount (kube-controller-manager)",
+            deadline,
+            || async {
+                namespaces.get_opt("default").await.ok().flatten().is_some()
+                    && default_sa.get_opt("default").await.ok().flatten().is_some()
+            },
+        )
+        .await?;
         let wanted = options.nodes;
-        cluster
-            .wait_for("every Node Ready (kwok)", deadline, || async {
-                nodes
-                    .list(&Default::default())
-                    .await
-                    .is_ok_and(|list| list.items.iter().filter(|n| node_ready(n)).count() >= wanted)
-            })
-            .await?;
-        cluster.started_in = begun.elapsed();
-        tracing::info!(url = %cluster.url, started_in = ?cluster.started_in, "real control plane ready");
-        Ok(cluster)
+        self.wait_for("every Node Ready (kwok)", deadline, || async {
+            nodes
+                .list(&Default::default())
+                .await
+                .is_ok_and(|list| list.items.iter().filter(|n| node_ready(n)).count() >= wanted)
+        })
+        .await?;
+        Ok(())
     }
 
     fn spawn(&mut self, layout: &Layout, name: &str, args: Vec<String>) -> Result<(), Error> {

@@ -1,18 +1,18 @@
-//! Fixtures of the kafkanotify tests: devcluster with the CRD, a tansu broker, the operator
-//! in-process, and readers of the topic.
+//! Fixtures of the kafkanotify tests: the test binary's cluster (the real control plane in CI)
+//! with the CRD and a namespace per test, a tansu broker per test, the operator in-process
+//! watching the test's namespace, and readers of the topic.
 #![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use devcluster::controllers::ControllerOptions;
-use devcluster::{DevCluster, Options};
 use kafkanotify::event::Notification;
 use kafkanotify::kafka::{Connection, KafkaArgs};
 use kafkanotify::operator::{self, NotifyArgs};
 use kafkanotify::reconcile::{AfterPublish, OPERATOR};
 use kafkanotify::resource::EdgeApplication;
 use kube::{Client, CustomResourceExt};
+use localcluster::TestEnv;
 use operator_core::backoff::Policy;
 use operator_core::{Runtime, Settings};
 use rskafka::client::partition::UnknownTopicHandling;
@@ -22,22 +22,19 @@ use testkit::kafka::Broker;
 use tokio::task::JoinHandle;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-pub const NS: &str = "default";
 pub const TOPIC: &str = "carla-server-migration";
 
-/// devcluster (API server only) with the EdgeApplication CRD established.
-pub async fn cluster() -> DevCluster {
-    let cluster = DevCluster::start(Options {
-        controllers: ControllerOptions::none(),
-        ..Options::default()
-    })
-    .await
-    .expect("devcluster starts");
-    cluster
-        .install_crd(&EdgeApplication::crd())
-        .await
-        .expect("CRD installed");
-    cluster
+/// This test's namespace on the binary's cluster, with the EdgeApplication CRD established.
+/// `env.client()` defaults to the namespace, and so does every helper here.
+pub async fn env() -> TestEnv {
+    let env = TestEnv::new("edge").await;
+    env.install_crd(&EdgeApplication::crd()).await;
+    env
+}
+
+/// The `source` of the CloudEvents about EdgeApplication `name` in `namespace`.
+pub fn source(namespace: &str, name: &str) -> String {
+    format!("/apis/kafkanotify.kubecrew.io/v1alpha1/namespaces/{namespace}/edgeapplications/{name}")
 }
 
 pub async fn broker() -> Broker {
@@ -76,6 +73,8 @@ impl Operator {
         broker: &Broker,
         after_publish: Option<AfterPublish>,
     ) -> Self {
+        // Only the test's namespace: tests share the cluster.
+        let namespace = client.default_namespace().to_owned();
         let runtime = Arc::new(Runtime::new(client, OPERATOR));
         let args = NotifyArgs {
             kafka: kafka_args(broker),
@@ -94,7 +93,8 @@ impl Operator {
                 jitter: 0.0,
             },
         };
-        let task = tokio::spawn(async move { operator::run(ctx, None, settings).await });
+        let task =
+            tokio::spawn(async move { operator::run(ctx, Some(&namespace), settings).await });
         Operator { runtime, task }
     }
 
@@ -113,7 +113,7 @@ pub fn app(name: &str, node: &str, host: &str) -> EdgeApplication {
     serde_json::from_value(json!({
         "apiVersion": "kafkanotify.kubecrew.io/v1alpha1",
         "kind": "EdgeApplication",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name},
         "spec": {"edgeNodeId": node, "endpoint": {"host": host, "port": 2000}}
     }))
     .expect("valid EdgeApplication")
