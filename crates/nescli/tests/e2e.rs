@@ -814,6 +814,9 @@ async fn assert_least_privilege(env: &TestEnv, operators: &[&str]) {
     );
 }
 
+/// How long the settled nes operators are watched for writes.
+const QUIET: Duration = Duration::from_secs(30);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nes_end_to_end_with_the_webhook() {
     if !testkit::netns::can_run("the nes end-to-end test") {
@@ -1122,6 +1125,9 @@ async fn nes_end_to_end_with_the_webhook() {
         accepted_before,
         "no configuration was pushed again"
     );
+    // Reconciled and nothing changing: no operator writes anything (status, events,
+    // Secrets) into the namespace, however often the agents report.
+    env.assert_quiet_for(QUIET, |_| false).await;
 
     // 6. Deleting the StatefulSet collects its NetworkConfigurations; deleting the
     //    subscriber's owner collects its NetworkCare.
