@@ -39,6 +39,10 @@ enum Cmd {
     /// The walk-through: devcluster, a Kafka broker, every operator as a process, the samples,
     /// and one checked story per operator (docs/demo.md). Ctrl-C stops everything it started.
     Demo {
+        /// The cluster: `dev` (devcluster as a process, the default: no Go build) or `real`
+        /// (kube-apiserver, etcd, kube-controller-manager, kube-scheduler and kwok).
+        #[arg(long, default_value = "dev")]
+        cluster: String,
         /// devcluster's port on 127.0.0.1 (0 picks a free one).
         #[arg(long, default_value_t = 0)]
         port: u16,
@@ -261,12 +265,14 @@ fn main() -> anyhow::Result<()> {
             check(status, "cargo test")
         }
         Cmd::Demo {
+            cluster,
             port,
             ci,
             keep_running,
         } => demo::run(
             &root,
             demo::Options {
+                cluster: localcluster::Flavor::parse(&cluster)?,
                 port,
                 ci,
                 keep_running,

@@ -77,17 +77,6 @@ const EXPECTED_UNUSED: &[(&str, Permission3, &str)] = &[
     ),
     (
         "nes-controller",
-        (
-            "admissionregistration.k8s.io",
-            "mutatingwebhookconfigurations",
-            "create",
-        ),
-        "the first server-side apply of its configuration creates it: kube-apiserver authorizes \
-         that as create inside the patch request and audits only the patch (devcluster audits a \
-         create)",
-    ),
-    (
-        "nes-controller",
         ("events.k8s.io", "events", "create"),
         "its Events come from the template-mode reconciler (SidecarInjected, InjectionRefused)",
     ),

@@ -98,6 +98,11 @@ pub fn used_by(
             sub => format!("{}/{sub}", request.resource),
         };
         used.insert(Permission::new(request.group, &resource, request.verb));
+        if request.verb == "patch" && request.code == Some(201) {
+            // A server-side apply that created its object: kube-apiserver authorizes `create`
+            // as well and audits only `patch` (201 tells it apart).
+            used.insert(Permission::new(request.group, &resource, "create"));
+        }
         if request.code == Some(403) {
             denied.push(format!("{} {}", request.verb, request.path));
         }
@@ -136,8 +141,14 @@ impl<'a> AuditedRequest<'a> {
     pub fn of(entry: &'a Value) -> Option<Self> {
         let text = |pointer: &str| entry.pointer(pointer).and_then(Value::as_str).unwrap_or("");
         if entry.get("kind").and_then(Value::as_str) == Some("Event") {
-            // kube-apiserver: only the final stage carries the response.
-            if !matches!(text("/stage"), "ResponseComplete" | "Panic") {
+            // kube-apiserver: the final stage carries the response, except that a watch is
+            // complete only when it ends, so its start (ResponseStarted) counts as its use.
+            let counted = match text("/stage") {
+                "ResponseComplete" | "Panic" => true,
+                "ResponseStarted" => text("/verb") == "watch",
+                _ => false,
+            };
+            if !counted {
                 return None;
             }
             return Some(AuditedRequest {
@@ -501,10 +512,11 @@ mod audit_format_tests {
     use super::*;
 
     #[test]
-    fn kube_apiserver_events_are_read_at_their_last_stage() {
+    fn kube_apiserver_events_are_read_at_their_last_stage_and_watches_at_their_start() {
         let log = [
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseStarted","requestURI":"/api/v1/pods?watch=true","verb":"watch","user":{"username":"system:serviceaccount:ns:op"},"objectRef":{"resource":"pods","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/apis/apps/v1/namespaces/ns/deployments/web","verb":"patch","user":{"username":"system:serviceaccount:ns:op"},"objectRef":{"resource":"deployments","namespace":"ns","name":"web","apiGroup":"apps","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns/services/web?fieldManager=op","verb":"patch","user":{"username":"system:serviceaccount:ns:op"},"objectRef":{"resource":"services","namespace":"ns","name":"web","apiVersion":"v1"},"responseStatus":{"code":201}}"#,
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns/secrets/x","verb":"get","user":{"username":"system:serviceaccount:ns:op"},"objectRef":{"resource":"secrets","namespace":"ns","name":"x","apiVersion":"v1"},"responseStatus":{"code":403}}"#,
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/readyz","verb":"get","user":{"username":"system:serviceaccount:ns:op"},"responseStatus":{"code":200}}"#,
             r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"list","user":{"username":"someone-else"},"objectRef":{"resource":"pods","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
@@ -514,10 +526,14 @@ mod audit_format_tests {
         assert_eq!(
             used,
             BTreeSet::from([
+                Permission::new("", "pods", "watch"),
                 Permission::new("apps", "deployments", "patch"),
+                Permission::new("", "services", "patch"),
+                Permission::new("", "services", "create"),
                 Permission::new("", "secrets", "get"),
             ]),
-            "the watch's first stage and the non-resource URL are not counted twice or at all"
+            "a watch counts from its start, an apply that created (201) as create too; the \
+             non-resource URL does not count"
         );
         assert_eq!(denied, ["get /api/v1/namespaces/ns/secrets/x"]);
     }

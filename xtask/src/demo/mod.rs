@@ -35,6 +35,8 @@ use steps::{Outcome, Steps};
 /// How the demo runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
+    /// The cluster: devcluster as a process (the default), or the real control plane.
+    pub cluster: localcluster::Flavor,
     /// devcluster's port (0: a free one).
     pub port: u16,
     /// Non-interactive: no colours, fail fast with a non-zero exit naming the failed step.
@@ -46,7 +48,7 @@ pub struct Options {
 /// The steps, in order (their names are what failures and the summary show).
 const STEPS: &[&str] = &[
     setup::BUILD,
-    setup::DEVCLUSTER,
+    setup::CLUSTER,
     setup::KAFKA,
     setup::INSTALL,
     setup::OPERATORS,
@@ -80,6 +82,10 @@ pub(crate) struct Ctx {
     server: String,
     /// `--keep-running`: the samples stay up, so the teardown and the RBAC check are skipped.
     keep_running: bool,
+    /// Which cluster the demo runs on.
+    flavor: localcluster::Flavor,
+    /// The real control plane, when the demo runs on it (stopped at the cleanup).
+    real: Option<localcluster::Cluster>,
 }
 
 impl Ctx {
@@ -109,9 +115,17 @@ impl Ctx {
         }
     }
 
-    /// devcluster's audit log (one JSON line per request).
+    /// The cluster's audit log (one JSON line per request: devcluster's entries, or
+    /// kube-apiserver's audit events).
     fn audit_log(&self) -> PathBuf {
-        self.dir.join("audit.jsonl")
+        match self
+            .real
+            .as_ref()
+            .and_then(localcluster::Cluster::audit_log)
+        {
+            Some(path) => path,
+            None => self.dir.join("audit.jsonl"),
+        }
     }
 
     /// The kubeconfig an operator runs with (its ServiceAccount's token).
@@ -129,8 +143,14 @@ impl Ctx {
         self.begin(setup::BUILD, "build every binary (debug)");
         let r = setup::build(self).await;
         self.end(r)?;
-        self.begin(setup::DEVCLUSTER, "start the development cluster");
-        let r = setup::devcluster(self).await;
+        let what = match self.flavor {
+            localcluster::Flavor::Dev => "start the development cluster (devcluster)",
+            localcluster::Flavor::Real => {
+                "start the real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)"
+            }
+        };
+        self.begin(setup::CLUSTER, what);
+        let r = setup::cluster(self).await;
         self.end(r)?;
         self.begin(setup::KAFKA, "start a tansu Kafka broker for kafkanotify");
         let r = setup::kafka(self).await;
@@ -195,6 +215,10 @@ impl Ctx {
             broker.stop().await;
         }
         let killed = self.procs.shutdown().await;
+        if let Some(real) = self.real.take() {
+            real.shutdown().await;
+            self.out.ok("the real control plane is stopped");
+        }
         if !killed.is_empty() {
             self.out.line(
                 Mark::Skip,
@@ -244,6 +268,8 @@ async fn demo(root: &Path, options: Options) -> anyhow::Result<()> {
         port: options.port,
         server: String::new(),
         keep_running: options.keep_running,
+        flavor: options.cluster,
+        real: None,
         dir,
     };
     out.plain(&format!(

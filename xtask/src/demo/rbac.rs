@@ -1,6 +1,7 @@
 //! Least privilege, checked: the operators run with their ServiceAccounts' tokens against
-//! devcluster with RBAC enforced, and after the story the permissions each one used (from
-//! devcluster's audit log) are compared with what its Roles and ClusterRoles grant. A
+//! the cluster with RBAC enforced (devcluster, or the real kube-apiserver with `--cluster
+//! real`), and after the story the permissions each one used (from the cluster's audit log)
+//! are compared with what its Roles and ClusterRoles grant. A
 //! permission used but not granted is a missing rule; one granted but never used is a rule too
 //! many, unless it is listed in [`EXPECTED_UNUSED`] with the reason the story may not reach it.
 //! The comparison itself is [`testkit::rbac`].
