@@ -726,12 +726,8 @@ fn stateful_set(obj: &mut Map<String, Value>) {
     default_ptr(spec, "revisionHistoryLimit", json!(10));
     workload_template(spec);
     for claim in items(spec, "volumeClaimTemplates") {
-        if let Some(claim_spec) = child_or_empty(claim, "spec") {
-            default_ptr(claim_spec, "volumeMode", json!("Filesystem"));
-        }
-        if let Some(status) = child_or_empty(claim, "status") {
-            default_str(status, "phase", "Pending");
-        }
+        // A claim template is defaulted as a PersistentVolumeClaim.
+        persistent_volume_claim(claim);
     }
 }
 

@@ -12,13 +12,12 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use devcluster::controllers::ControllerOptions;
 use futures::StreamExt;
 use kafkanotify::resource::EdgeApplication;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
-use localcluster::{Cluster, Flavor, Options, RealOptions};
+use localcluster::{Cluster, Flavor, Options};
 use serde_json::json;
 
 const MIGRATIONS: usize = 1_000;
@@ -39,21 +38,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(flavor: Flavor) -> anyhow::Result<()> {
     println!("== on the {} cluster", flavor.name());
     let starting = Instant::now();
-    let cluster = Cluster::start(
-        flavor,
-        Options {
-            dev: devcluster::Options {
-                controllers: ControllerOptions::none(),
-                ..devcluster::Options::default()
-            },
-            real: RealOptions {
-                controllers: false,
-                ..RealOptions::default()
-            },
-            ..Options::default()
-        },
-    )
-    .await?;
+    let cluster = Cluster::start(flavor, Options::api_server_only()).await?;
     println!("cluster ready in {:.2} s", starting.elapsed().as_secs_f64());
     let client = cluster.client();
     cluster.install_crd(&EdgeApplication::crd()).await?;

@@ -38,7 +38,8 @@ pub struct Identity<'a> {
     pub groups: &'a [&'a str],
 }
 
-fn write_private(path: &Path, pem: &str) -> Result<(), Error> {
+/// Writes `text` to `path`, readable by the owner only (keys, kubeconfigs).
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -47,7 +48,7 @@ fn write_private(path: &Path, pem: &str) -> Result<(), Error> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
-    file.write_all(pem.as_bytes())?;
+    file.write_all(text.as_bytes())?;
     Ok(())
 }
 

@@ -53,19 +53,10 @@ pub fn client_certificate(server: &str, ca: &Path, client: &CertFiles) -> Kubeco
 
 /// Writes `config` to `path` (JSON, which every kubeconfig reader takes), owner-only.
 pub fn write(path: &Path, config: &Kubeconfig) -> Result<(), Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let text =
         serde_json::to_string_pretty(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
+    crate::certs::write_private(path, &text)
 }

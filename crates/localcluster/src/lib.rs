@@ -135,6 +135,24 @@ pub struct Options {
     pub real: RealOptions,
 }
 
+impl Options {
+    /// An API server and its storage only, no controllers (no rollouts, no scheduling): what
+    /// a benchmark of an operator's own work wants.
+    pub fn api_server_only() -> Self {
+        Options {
+            dev: devcluster::Options {
+                controllers: devcluster::controllers::ControllerOptions::none(),
+                ..devcluster::Options::default()
+            },
+            real: RealOptions {
+                controllers: false,
+                ..RealOptions::default()
+            },
+            ..Options::default()
+        }
+    }
+}
+
 enum Inner {
     Real(Box<RealCluster>),
     Dev {
