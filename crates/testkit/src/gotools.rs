@@ -11,18 +11,12 @@
 //! time, at least every 30 s) goes straight to standard error, where neither cargo's test
 //! harness nor the caller can swallow it, and a failed build names the module and its log file.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::tools::{ToolError, locked, tools_dir, workspace_root};
-
-/// How often a running build reports that it is still running.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+use crate::tools::{ToolError, locked, run_with_progress, tools_dir, workspace_root};
 
 /// One Go module under `tools/` and the binaries it builds.
 #[derive(Debug, Clone, Copy)]
@@ -247,68 +241,30 @@ fn go(src: &Path) -> Command {
     cmd
 }
 
-fn say(line: &str) {
-    // Straight to the file descriptor: libtest captures eprintln! but not this.
-    let _ = writeln!(std::io::stderr(), "tools: {line}");
-}
-
 fn build(module: &Module, src: &Path, bin: &Path) -> Result<(), ToolError> {
-    let logs = tools_dir().join("logs");
-    std::fs::create_dir_all(&logs)?;
     std::fs::create_dir_all(bin)?;
-    let log_path = logs.join(format!("go-{}.log", module.dir));
-    let log = File::create(&log_path)?;
     let names = binary_names(module).join(", ");
     let go_mod = std::fs::read_to_string(src.join("go.mod"))?;
     let mut dest = bin.as_os_str().to_owned();
     dest.push("/");
-    say(&format!(
-        "building {names} from tools/{} (log: {}); a first build takes minutes",
-        module.dir,
-        log_path.display()
-    ));
-    let start = Instant::now();
-    let mut child = go(src)
-        .args(["build", "-trimpath", "-ldflags"])
+    let mut cmd = go(src);
+    cmd.args(["build", "-trimpath", "-ldflags"])
         .arg(ldflags(module, &go_mod))
         .arg("-o")
         .arg(&dest)
-        .args(module.packages)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| ToolError::Command {
+        .args(module.packages);
+    run_with_progress(
+        &format!("{names} (tools/{})", module.dir),
+        &format!("go-{}", module.dir),
+        &mut cmd,
+    )
+    .map_err(|e| match e {
+        ToolError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => ToolError::Command {
             what: format!("go build of tools/{}", module.dir),
-            detail: format!("could not run go ({e}); install Go 1.26 or newer"),
-        })?;
-    let mut next_report = PROGRESS_EVERY;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if start.elapsed() >= next_report {
-            say(&format!(
-                "still building {names}: {}s",
-                start.elapsed().as_secs()
-            ));
-            next_report += PROGRESS_EVERY;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if !status.success() {
-        let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-        return Err(ToolError::Command {
-            what: format!("go build of {names} (tools/{})", module.dir),
-            detail: format!(
-                "{status}; full log: {}\n{}",
-                log_path.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ),
-        });
-    }
-    say(&format!("built {names} in {}s", start.elapsed().as_secs()));
-    Ok(())
+            detail: "go is not on PATH; install Go 1.26 or newer".into(),
+        },
+        other => other,
+    })
 }
 
 /// kwokctl's default stages, read from the pinned kwok module's own files (never copied into

@@ -66,6 +66,64 @@ fn run(what: &str, cmd: &mut Command) -> Result<(), ToolError> {
     Ok(())
 }
 
+/// How often a long build says that it is still running.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Prints `tools: <line>` straight to the standard error's file descriptor: libtest captures
+/// `eprintln!` in tests, and a silent wait of many minutes looks like a hang.
+pub(crate) fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "tools: {line}");
+}
+
+/// Runs a long build of `what` with its output in `<tools>/logs/<log>.log`: says what it builds
+/// and where the log is, then the elapsed time every 30 s; a failure names the log and shows
+/// its end.
+pub(crate) fn run_with_progress(what: &str, log: &str, cmd: &mut Command) -> Result<(), ToolError> {
+    let logs = tools_dir().join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log_path = logs.join(format!("{log}.log"));
+    let file = File::create(&log_path)?;
+    say(&format!(
+        "building {what} (log: {}); a first build takes minutes",
+        log_path.display()
+    ));
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()?;
+    let mut next_report = PROGRESS_EVERY;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() >= next_report {
+            say(&format!(
+                "still building {what}: {}s",
+                start.elapsed().as_secs()
+            ));
+            next_report += PROGRESS_EVERY;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        return Err(ToolError::Command {
+            what: format!("building {what}"),
+            detail: format!(
+                "{status}; full log: {}\n{}",
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ),
+        });
+    }
+    say(&format!("built {what} in {}s", start.elapsed().as_secs()));
+    Ok(())
+}
+
 /// Holds an exclusive lock on `<tools>/<name>.lock` while installing.
 pub(crate) fn locked<T>(
     name: &str,
@@ -121,8 +179,9 @@ pub fn tansu() -> Result<PathBuf, ToolError> {
             return Ok(binary);
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        run(
-            "cargo install tansu",
+        run_with_progress(
+            &format!("tansu {TANSU_VERSION} (cargo install)"),
+            "tansu",
             Command::new(cargo)
                 .args(["install", "tansu", "--locked", "--features", "dynostore"])
                 .args(["--version", TANSU_VERSION])
