@@ -20,6 +20,8 @@ use crate::{Error, kubeconfig};
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Pod IPs kwok hands out.
 pub const POD_CIDR: &str = "10.244.0.0/16";
+/// The user kwok authenticates as.
+pub const KWOK_USER: &str = "kwok-controller";
 /// The label every simulated node carries (and kwok selects its nodes by).
 pub const NODE_LABEL: (&str, &str) = ("kubecrew.io/node", "kwok");
 
@@ -144,7 +146,7 @@ impl RealCluster {
             (
                 "kwok",
                 Identity {
-                    user: "kwok-controller",
+                    user: KWOK_USER,
                     groups: &["system:masters"],
                 },
             ),
