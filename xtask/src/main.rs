@@ -259,7 +259,14 @@ fn main() -> anyhow::Result<()> {
                 .current_dir(&root)
                 .env("KUBECREW_CLUSTER", flavor.name())
                 // --all-features: nes-api's CRDs sit behind a feature the agent does not use.
-                .args(["test", "--workspace", "--all-features", "--locked"])
+                // --no-fail-fast: one run reports every failing test binary, not the first.
+                .args([
+                    "test",
+                    "--workspace",
+                    "--all-features",
+                    "--locked",
+                    "--no-fail-fast",
+                ])
                 .args(&args)
                 .status()?;
             check(status, "cargo test")
