@@ -27,11 +27,9 @@ const UPDATES: usize = 1_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    // Side by side in one run: devcluster, then the real control plane (KUBECREW_BENCH_CLUSTERS
-    // may name one of them).
-    let wanted = std::env::var("KUBECREW_BENCH_CLUSTERS").unwrap_or_else(|_| "dev,real".into());
-    for name in wanted.split(',').filter(|n| !n.trim().is_empty()) {
-        run(Flavor::parse(name)?).await?;
+    // Side by side in one run: devcluster, then the real control plane.
+    for flavor in Flavor::for_benchmarks()? {
+        run(flavor).await?;
     }
     Ok(())
 }

@@ -113,6 +113,17 @@ impl Flavor {
         }
     }
 
+    /// The flavours a benchmark runs on, side by side in one run: `KUBECREW_BENCH_CLUSTERS`
+    /// (comma-separated), devcluster then the real control plane when unset.
+    pub fn for_benchmarks() -> Result<Vec<Self>, Error> {
+        let wanted = std::env::var("KUBECREW_BENCH_CLUSTERS").unwrap_or_else(|_| "dev,real".into());
+        wanted
+            .split(',')
+            .filter(|n| !n.trim().is_empty())
+            .map(Flavor::parse)
+            .collect()
+    }
+
     /// `real` or `dev`.
     pub fn name(self) -> &'static str {
         match self {
