@@ -32,6 +32,11 @@ pub use real::{RealCluster, RealOptions};
 pub use shared::shared;
 pub use test_env::TestEnv;
 
+/// How long the operator's writes must pause before a quiet window starts.
+pub const SETTLE: Duration = Duration::from_secs(5);
+/// How long writes may keep coming before [`Cluster::assert_quiet_for`] calls it a loop.
+pub const SETTLE_DEADLINE: Duration = Duration::from_secs(90);
+
 /// Why a cluster could not be started or used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -359,7 +364,9 @@ impl Cluster {
     ///
     /// # Panics
     /// When there were such writes (listing them), or the cluster keeps no audit log.
-    /// Writes by the control plane itself ([`is_control_plane`]) are not counted.
+    /// Writes by the control plane itself ([`is_control_plane`]) are not counted. The window
+    /// starts once the selected writes have paused for [`SETTLE`], so a reconcile that the
+    /// last status change started is not mistaken for a loop.
     pub async fn assert_quiet_for(
         &self,
         window: Duration,
@@ -370,18 +377,47 @@ impl Cluster {
             "the {} cluster keeps no audit log",
             self.flavor().name()
         );
-        let mark = self.audit_mark();
-        // An observation window, not a wait for something to happen: nothing may happen.
-        tokio::time::sleep(window).await;
         // The platform's own controllers (an EndpointSlice catching up with pods that became
         // ready, node heartbeats) are not the operator's writes.
-        let writes = self.writes_since(mark, |r| select(r) && !is_control_plane(r.user));
+        let select = |r: &testkit::rbac::AuditedRequest<'_>| select(r) && !is_control_plane(r.user);
+        let mark = self.settle(&select).await;
+        // An observation window, not a wait for something to happen: nothing may happen.
+        tokio::time::sleep(window).await;
+        let writes = self.writes_since(mark, select);
         assert!(
             writes.is_empty(),
             "{} writes in {window:?} while nothing changed (a write loop?):\n{}",
             writes.len(),
             writes.join("\n")
         );
+    }
+
+    /// Waits until `select` picks no write for [`SETTLE`] (a reconcile that a last status
+    /// change started may still be finishing) and returns the audit mark from then on.
+    ///
+    /// # Panics
+    /// When writes keep coming for [`SETTLE_DEADLINE`]: that is a write loop.
+    async fn settle(&self, select: &impl Fn(&testkit::rbac::AuditedRequest<'_>) -> bool) -> u64 {
+        let deadline = tokio::time::Instant::now() + SETTLE_DEADLINE;
+        let mut mark = self.audit_mark();
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let writes = self.writes_since(mark, select);
+            if writes.is_empty() {
+                if quiet_since.elapsed() >= SETTLE {
+                    return mark;
+                }
+                continue;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "writes kept coming for {SETTLE_DEADLINE:?} (a write loop?), the last:\n{}",
+                writes.join("\n")
+            );
+            mark = self.audit_mark();
+            quiet_since = tokio::time::Instant::now();
+        }
     }
 
     /// The real control plane, when this is one.
