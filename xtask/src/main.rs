@@ -54,8 +54,9 @@ enum Cmd {
         keep_running: bool,
     },
     /// Build the tools of the real control plane from the pinned Go modules under tools/
-    /// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm), once,
-    /// into the tools directory (target/tools or KUBECREW_TOOLS_DIR).
+    /// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, the
+    /// in-memory OCI registry), once, into the tools directory (target/tools or
+    /// KUBECREW_TOOLS_DIR).
     Tools {
         /// Print the directory of the built binaries as the last line (for PATH).
         #[arg(long)]
@@ -244,7 +245,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("xtask: {}", tansu.display());
             if flavor == localcluster::Flavor::Real {
                 eprintln!(
-                    "xtask: building the real control plane and helm (once, into the tools directory; a first build takes many minutes)"
+                    "xtask: building the real control plane, helm and the OCI registry (once, into the tools directory; a first build takes many minutes)"
                 );
                 let bin = testkit::gotools::ensure_all(testkit::gotools::ALL)
                     .context("building the Go tools")?;

@@ -1,5 +1,6 @@
 //! The Kubernetes tools built from pinned Go modules: the real control plane (kube-apiserver,
-//! kube-controller-manager, kube-scheduler, etcd), kwok, kubectl and helm.
+//! kube-controller-manager, kube-scheduler, etcd), kwok, kubectl, helm and an in-memory OCI
+//! registry.
 //!
 //! Each directory under `<workspace>/tools/` is a small Go module with a committed `go.mod` and
 //! `go.sum` that pins one upstream module. [`ensure`] builds a module's binaries once into
@@ -63,8 +64,18 @@ pub const HELM: Module = Module {
     output: "",
 };
 
+/// go-containerregistry's in-memory OCI registry (`registry`), built from its own main package:
+/// the OCI chart repository of the collector tests (`helm push`/`helm pull` over plain HTTP, no
+/// credentials). `registry -port 0` listens on a free port of `localhost` and logs
+/// `serving on port N` to standard error; blobs and manifests are lost when it exits.
+pub const REGISTRY: Module = Module {
+    dir: "registry",
+    packages: &["github.com/google/go-containerregistry/cmd/registry"],
+    output: "",
+};
+
 /// Every module, in the order `cargo xtask tools` builds them.
-pub const ALL: &[Module] = &[ETCD, KUBERNETES, KWOK, HELM];
+pub const ALL: &[Module] = &[ETCD, KUBERNETES, KWOK, HELM, REGISTRY];
 
 /// The binaries a real control plane needs.
 pub const CONTROL_PLANE: &[Module] = &[ETCD, KUBERNETES, KWOK];
@@ -344,6 +355,17 @@ mod tests {
             ]
         );
         assert_eq!(binary_names(&ETCD), ["etcd"]);
+        assert_eq!(binary_names(&REGISTRY), ["registry"]);
+    }
+
+    #[test]
+    fn the_registry_is_built_by_xtask_tools_but_is_no_part_of_the_control_plane() {
+        let dirs = |modules: &[Module]| modules.iter().map(|m| m.dir).collect::<Vec<_>>();
+        assert_eq!(
+            dirs(ALL),
+            ["etcd", "kubernetes", "kwok", "helm", "registry"]
+        );
+        assert_eq!(dirs(CONTROL_PLANE), ["etcd", "kubernetes", "kwok"]);
     }
 
     #[test]
