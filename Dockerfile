@@ -9,6 +9,7 @@
 # so no OpenSSL is needed.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
+ARG GO_IMAGE=docker.io/library/golang:1.26-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
@@ -23,7 +24,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin "${BINARY}" \
  && install -D -m 0755 "target/release/${BINARY}" /out/app
 
-FROM ${RUNTIME_IMAGE}
+# helm v4 for the collector image, from the module pinned in tools/helm (go.mod and go.sum),
+# built as `cargo xtask tools` builds it: static, trimmed, with helm's version stamped.
+FROM ${GO_IMAGE} AS helm
+WORKDIR /src/tools/helm
+COPY tools/helm/ ./
+RUN --mount=type=cache,target=/go/pkg/mod \
+    version="$(go list -m -f '{{.Version}}' helm.sh/helm/v4)" \
+ && CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=${version}" \
+      -o /out/helm helm.sh/helm/v4/cmd/helm
+
+FROM ${RUNTIME_IMAGE} AS runtime
 ARG BINARY
 LABEL org.opencontainers.image.source="https://github.com/kubecrew/kubecrew" \
       org.opencontainers.image.licenses="Apache-2.0" \
@@ -32,3 +44,8 @@ COPY --from=build /out/app /usr/local/bin/app
 # 65532 is distroless's "nonroot"; the Deployments also set runAsNonRoot.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/app"]
+
+# The collector drives helm as a subprocess (docs/collector.md): its image carries the binary.
+# `cargo xtask images` builds this target for the collector, `runtime` for the others.
+FROM runtime AS runtime-collector
+COPY --from=helm /out/helm /usr/local/bin/helm

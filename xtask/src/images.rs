@@ -38,6 +38,14 @@ pub fn reference(registry: &str, binary: &str, tag: &str) -> String {
     format!("{}/{binary}:{tag}", registry.trim_end_matches('/'))
 }
 
+/// The Dockerfile stage an image is built from: the collector's carries helm.
+pub fn target(binary: &str) -> &'static str {
+    match binary {
+        "collector" => "runtime-collector",
+        _ => "runtime",
+    }
+}
+
 /// The binaries to build: `only` (each checked against [`IMAGES`]) or all of them.
 fn selection(only: &[String]) -> anyhow::Result<Vec<&'static str>> {
     if only.is_empty() {
@@ -84,6 +92,7 @@ pub fn run(root: &Path, options: &Options) -> anyhow::Result<()> {
             .current_dir(root)
             .args(["build", "--build-arg"])
             .arg(format!("BINARY={binary}"))
+            .args(["--target", target(binary)])
             .args(["--tag", &image, "."])
             .status()
             .with_context(|| format!("running {engine} build"))?;

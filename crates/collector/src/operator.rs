@@ -1,23 +1,24 @@
 //! The operator process: the reconcile loop on operator-core, triggered by Collectors and by
-//! any change of an object they applied (found by the ownership labels), so hand edits and
-//! deletions are corrected promptly.
+//! any change of an object of their releases (helm's labels and annotations), so hand edits
+//! and deletions are repaired promptly.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use kube::Resource;
-use kube::api::Api;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use kube::api::{Api, PartialObjectMeta};
 use kube::core::DeserializeGuard;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use operator_core::apply::{INSTANCE_LABEL, MANAGED_BY_LABEL};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
 use operator_core::{Runtime, Settings};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::reconcile::{self, Context, OPERATOR};
+use crate::reconcile::{self, Context};
 use crate::resource::Collector;
 
 /// Why the per-cluster values file cannot be used.
@@ -54,47 +55,87 @@ pub fn load_overlays(path: &Path) -> Result<BTreeMap<String, Value>, OverlayErro
     Ok(map)
 }
 
-/// The Collector that applied `obj`, from its ownership labels.
-fn owner<K: Resource>(obj: &K) -> Option<ObjectRef<DeserializeGuard<Collector>>> {
-    let labels = obj.meta().labels.as_ref()?;
-    (labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(OPERATOR))
-        .then(|| labels.get(INSTANCE_LABEL))
-        .flatten()
-        .map(|name| ObjectRef::new(name))
+/// Helm's annotation naming an object's release.
+const RELEASE_ANNOTATION: &str = "meta.helm.sh/release-name";
+/// The label helm puts on every object it manages.
+const HELM_MANAGED: &str = "app.kubernetes.io/managed-by=Helm";
+
+/// The Collectors whose release `obj` belongs to (by helm's release annotation and the
+/// object's namespace, matched against the Collectors the controller knows).
+fn owners<K: Resource>(
+    obj: &K,
+    collectors: &Store<DeserializeGuard<Collector>>,
+) -> Vec<ObjectRef<DeserializeGuard<Collector>>> {
+    let meta = obj.meta();
+    let (Some(release), Some(namespace)) = (
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get(RELEASE_ANNOTATION)),
+        meta.namespace.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    collectors
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|c| releases_to(c, release, namespace))
+        .map(|c| ObjectRef::new(&c.name_any()))
+        .collect()
+}
+
+/// Whether `c`'s release is `release` in `namespace`, as the status records it or as its spec
+/// names it.
+fn releases_to(c: &Collector, release: &str, namespace: &str) -> bool {
+    let recorded = c.status.as_ref().is_some_and(|s| {
+        s.release_name.as_deref() == Some(release)
+            && s.target_namespace.as_deref() == Some(namespace)
+    });
+    recorded
+        || (format!("{}-{}", c.spec.collector.name, c.spec.tenant.instance) == release
+            && c.spec.tenant.reference.to_lowercase() == namespace)
+}
+
+/// Adds a metadata-only watch of the helm-managed objects of kind `K`: a change or deletion
+/// of one triggers its Collector's reconcile, which finds and repairs drift. Only metadata is
+/// cached: the operator never holds the releases' Secrets.
+fn watch_helm_objects<K>(
+    controller: Controller<DeserializeGuard<Collector>>,
+    client: &Client,
+) -> Controller<DeserializeGuard<Collector>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let store = controller.store();
+    let stream = watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        watcher::Config::default().labels(HELM_MANAGED),
+    )
+    .default_backoff()
+    .touched_objects();
+    controller.watches_stream(stream, move |o: PartialObjectMeta<K>| owners(&o, &store))
 }
 
 /// Runs the operator until the runtime shuts down.
-pub async fn run(runtime: Arc<Runtime>, overlays: BTreeMap<String, Value>, settings: Settings) {
+pub async fn run(runtime: Arc<Runtime>, ctx: Context, settings: Settings) {
     let client = runtime.client.clone();
-    let ctx = Arc::new(Context {
-        runtime: runtime.clone(),
-        overlays,
-    });
     let watch_client = client.clone();
     operator_core::run(
         runtime,
         Api::<DeserializeGuard<Collector>>::all(client),
         watcher::Config::default(),
         move |controller| {
-            let managed =
-                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={OPERATOR}"));
             let c = &watch_client;
-            controller
-                .watches(Api::<Deployment>::all(c.clone()), managed.clone(), |o| {
-                    owner(&o)
-                })
-                .watches(Api::<Service>::all(c.clone()), managed.clone(), |o| {
-                    owner(&o)
-                })
-                .watches(Api::<Secret>::all(c.clone()), managed.clone(), |o| {
-                    owner(&o)
-                })
-                .watches(Api::<ServiceAccount>::all(c.clone()), managed, |o| {
-                    owner(&o)
-                })
+            let controller = watch_helm_objects::<Deployment>(controller, c);
+            let controller = watch_helm_objects::<DaemonSet>(controller, c);
+            let controller = watch_helm_objects::<StatefulSet>(controller, c);
+            let controller = watch_helm_objects::<Service>(controller, c);
+            let controller = watch_helm_objects::<ConfigMap>(controller, c);
+            let controller = watch_helm_objects::<Secret>(controller, c);
+            watch_helm_objects::<ServiceAccount>(controller, c)
         },
         reconcile::reconcile,
-        ctx,
+        Arc::new(ctx),
         settings,
     )
     .await;

@@ -1,29 +1,59 @@
-//! The reconciler: resolve values, render, apply with server-side apply and ownership labels,
-//! prune what is no longer wanted (by inventory), report Ready/Reconciling/Stalled and the
-//! revision history; on deletion remove everything in the inventory before the finalizer.
+//! The reconciler: a Collector becomes a Helm release of the chart it names, installed and
+//! upgraded only when the chart, version or values change or the release drifted; a failed
+//! upgrade is rolled back; the status reports the release, the last attempts and
+//! Ready/Reconciling/Stalled; on deletion the release is uninstalled before the finalizer goes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use operator_core::apply::{Applier, ApplyError, Ownership};
-use operator_core::conditions::{self, Desired};
+use operator_core::conditions::{self, Desired as Condition};
 use operator_core::finalizer::{self, Event};
 use operator_core::{ErrorReason, Runtime};
 use serde_json::{Value, json};
 
-use crate::render::{self, Rendered};
-use crate::resource::{Collector, CollectorStatus, Revision};
+use crate::desired::{
+    self, Desired, Live, OUTCOME_FAILED, OUTCOME_RETRYING, OUTCOME_SUCCEEDED, Plan, Repository,
+};
+use crate::helm::{Credentials, Failure, Helm, HelmError, Upgrade};
+use crate::live::{Inspector, LiveError, Observed};
+use crate::resource::{Attempt, Collector, CollectorStatus};
 use crate::values;
 
 /// The operator's name: field manager, finalizer prefix, event reporter.
 pub const OPERATOR: &str = "collector";
-/// How many revisions the status keeps.
-const REVISIONS: usize = 5;
+/// How often a release that looks fine is checked again for drift the watches cannot see
+/// (kinds the operator does not watch).
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(600);
+/// How soon a release that is rolling out is looked at again (its workloads' events also
+/// trigger a reconcile; this is the fallback).
+const ROLLOUT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The Secret holding the operator's chart repository credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::str::FromStr for SecretRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => Ok(Self {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+        }
+    }
+}
 
 /// What the reconciler needs.
 pub struct Context {
@@ -31,6 +61,16 @@ pub struct Context {
     pub runtime: Arc<Runtime>,
     /// Values overlays by `spec.cluster`.
     pub overlays: BTreeMap<String, Value>,
+    /// The operator's chart repository (`--chart-repository`).
+    pub repository: Option<Repository>,
+    /// Its credentials (`--chart-repository-secret`).
+    pub credentials: Option<SecretRef>,
+    /// helm.
+    pub helm: Helm,
+    /// Reads the releases' objects.
+    pub inspector: Inspector,
+    /// `--tenant-service-account`: helm acts as this ServiceAccount of the tenant namespace.
+    pub tenant_service_account: Option<String>,
 }
 
 /// Why a reconcile failed; it is retried with backoff.
@@ -39,9 +79,12 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// Applying or pruning failed.
+    /// helm failed in a way a retry may fix (message redacted).
+    #[error("{0}")]
+    Helm(String),
+    /// The release's objects could not be checked.
     #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Live(#[from] LiveError),
     /// The finalizer could not be added or removed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -51,7 +94,8 @@ impl ErrorReason for Error {
     fn reason(&self) -> String {
         match self {
             Error::Kube(_) => "Kube".into(),
-            Error::Apply(_) => "ApplyFailed".into(),
+            Error::Helm(_) => "Helm".into(),
+            Error::Live(_) => "Inspect".into(),
             Error::Finalizer(_) => "Finalizer".into(),
         }
     }
@@ -74,250 +118,464 @@ pub async fn reconcile(c: Arc<Collector>, ctx: Arc<Context>) -> Result<Action, E
     })
 }
 
-/// The kinds a release consists of (the ServiceMonitor only when served).
-fn kinds(monitor: Option<&ApiResource>) -> Vec<ApiResource> {
-    let mut kinds = vec![
-        ApiResource::erase::<ServiceAccount>(&()),
-        ApiResource::erase::<Secret>(&()),
-        ApiResource::erase::<Deployment>(&()),
-        ApiResource::erase::<Service>(&()),
-    ];
-    kinds.extend(monitor.cloned());
-    kinds
+/// One reconcile of a live Collector, with what it needs along the way.
+struct Round<'a> {
+    c: &'a Collector,
+    ctx: &'a Context,
+    status: CollectorStatus,
+    /// Values and credentials: kept out of every message.
+    secrets: Value,
+}
+
+impl Round<'_> {
+    fn redact(&self, text: &str) -> String {
+        values::redact(text, &self.secrets)
+    }
+
+    fn attempt(&self, d: &Desired, action: &str, outcome: &str, message: String) -> Attempt {
+        Attempt {
+            time: jiff::Timestamp::now().to_string(),
+            action: action.to_owned(),
+            chart: d.chart.name.clone(),
+            version: d.chart.version.clone(),
+            values_hash: d.values_hash.clone(),
+            outcome: outcome.to_owned(),
+            message: self.redact(&message),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        conditions: impl IntoIterator<Item = Condition>,
+    ) -> Result<(), Error> {
+        let current = self.c.status.clone().unwrap_or_default();
+        operator_core::status::update(
+            &self.ctx.runtime.client,
+            self.c,
+            OPERATOR,
+            &current,
+            self.status.clone(),
+            conditions,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn event(&self, warning: bool, reason: &str, action: &str, note: String) {
+        let about = self.c.object_ref(&());
+        let note = self.redact(&note);
+        if warning {
+            self.ctx
+                .runtime
+                .events
+                .warning(&about, reason, action, note)
+                .await;
+        } else {
+            self.ctx
+                .runtime
+                .events
+                .normal(&about, reason, action, note)
+                .await;
+        }
+    }
+
+    /// Ready=False and Stalled=True: only a change of the Collector helps.
+    async fn stalled(&mut self, reason: &str, message: String) -> Result<Action, Error> {
+        let message = self.redact(&message);
+        let first_sight = !conditions::find(&self.status.conditions, conditions::STALLED)
+            .is_some_and(|s| s.status == "True" && s.message == message);
+        if first_sight {
+            self.status.failures += 1;
+            self.event(true, reason, "Reconcile", message.clone()).await;
+        }
+        self.write([
+            Condition::not_ready(reason, message.clone()),
+            Condition::stalled(reason, message),
+            Condition::cleared(conditions::RECONCILING, reason),
+        ])
+        .await?;
+        Ok(Action::await_change())
+    }
+
+    /// Ready=False and Reconciling=True, then an error so the controller retries with backoff.
+    async fn retrying(&mut self, reason: &str, message: String) -> Result<Action, Error> {
+        let message = self.redact(&message);
+        self.status.failures += 1;
+        self.write([
+            Condition::not_ready(reason, message.clone()),
+            Condition::new(
+                conditions::RECONCILING,
+                conditions::Status::True,
+                reason,
+                message.clone(),
+            ),
+            Condition::cleared(conditions::STALLED, reason),
+        ])
+        .await?;
+        Err(Error::Helm(message))
+    }
 }
 
 async fn install(c: &Collector, ctx: &Context) -> Result<Action, Error> {
-    // The revision history and failure count build on the previous status: read it fresh, as
-    // the watch cache may not have this operator's last write yet.
+    // The history and failure count build on the previous status: read it fresh, as the watch
+    // cache may not have this operator's last write yet.
     let status = Api::<Collector>::all(ctx.runtime.client.clone())
         .get_status(&c.name_any())
         .await?
         .status
         .unwrap_or_default();
-    let overlay = ctx.overlays.get(&c.spec.cluster);
-    let resolved = values::resolve(overlay, &c.spec.collector.configuration)
-        .map_err(|e| e.to_string())
-        .and_then(|parsed| {
-            render::render(c, &parsed.values)
-                .map(|r| (r, parsed.unknown))
-                .map_err(|e| e.to_string())
-        });
-    let (rendered, unknown) = match resolved {
-        Ok(ok) => ok,
-        Err(message) => return stalled(c, ctx, status, message).await,
+    let mut round = Round {
+        c,
+        ctx,
+        status,
+        secrets: Value::Null,
     };
-    let monitor = service_monitor_resource(&ctx.runtime.client).await?;
-    let applier = Applier::new(ctx.runtime.client.clone(), Ownership::of(OPERATOR, c)?);
-    let applied = apply_all(ctx, &applier, &rendered, monitor.as_ref()).await;
-    if let Err(e) = applied {
-        let mut failed = status.clone();
-        failed.failures += 1;
-        let message = format!("applying the release failed: {e}");
-        let desired = [
-            Desired::not_ready("ApplyFailed", message.clone()),
-            Desired::new(
-                conditions::RECONCILING,
-                conditions::Status::True,
-                "Retrying",
-                message,
-            ),
-        ];
-        write_status(c, ctx, failed, desired).await?;
-        return Err(e);
+    let d = match desired::desired(c, ctx.repository.as_ref(), &ctx.overlays) {
+        Ok(d) => d,
+        Err(e) => return round.stalled("InvalidSpec", e.to_string()).await,
+    };
+    round.secrets = d.values.clone();
+    round.status.release_name = Some(d.release.clone());
+    round.status.target_namespace = Some(d.namespace.clone());
+    ensure_namespace(ctx, &d.namespace).await?;
+    let helm = &ctx.helm;
+    let live = helm
+        .release(&d.release, &d.namespace)
+        .await
+        .map_err(|e| Error::Helm(round.redact(&e.to_string())))?;
+    let mut plan = desired::plan(&d, live.as_ref(), &[], round.status.history.last());
+    let mut observed = Observed::default();
+    if plan == Plan::UpToDate {
+        let manifest = helm
+            .manifest(&d.release, &d.namespace)
+            .await
+            .map_err(|e| Error::Helm(round.redact(&e.to_string())))?;
+        observed = ctx
+            .inspector
+            .observe(&manifest, &d.release, &d.namespace)
+            .await?;
+        plan = desired::plan(
+            &d,
+            live.as_ref(),
+            &observed.drift,
+            round.status.history.last(),
+        );
     }
-    applier
-        .prune(&status.inventory, &kinds(monitor.as_ref()))
-        .await?;
-
-    let deployment = Api::<Deployment>::namespaced(ctx.runtime.client.clone(), &rendered.namespace)
-        .get_opt(&rendered.release)
-        .await?;
-    let available = deployment.as_ref().is_some_and(is_available);
-    let mut notes = Vec::new();
-    if !unknown.is_empty() {
-        notes.push(format!("unknown values ignored: {}", unknown.join(", ")));
+    let impersonate = ctx
+        .tenant_service_account
+        .as_ref()
+        .map(|sa| format!("system:serviceaccount:{}:{sa}", d.namespace));
+    match plan {
+        Plan::UpToDate => report(&mut round, &d, live.as_ref(), &observed).await,
+        Plan::Hold(message) => {
+            round
+                .stalled(
+                    "UpgradeFailed",
+                    format!(
+                        "{message}; not retried until spec.collector changes (version, chart or configuration)"
+                    ),
+                )
+                .await
+        }
+        Plan::Recover(last_good) => {
+            let (action, result) = match last_good {
+                Some(revision) => (
+                    "Rollback",
+                    helm.rollback(&d.release, &d.namespace, revision, impersonate.as_deref())
+                        .await,
+                ),
+                None => (
+                    "Uninstall",
+                    helm.uninstall(&d.release, &d.namespace, impersonate.as_deref())
+                        .await,
+                ),
+            };
+            let outcome = if result.is_ok() { OUTCOME_SUCCEEDED } else { OUTCOME_RETRYING };
+            let message = match &result {
+                Ok(()) => "an interrupted helm operation left the release pending".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            let attempt = round.attempt(&d, action, outcome, message);
+            round.status.history = desired::record(&round.status.history, attempt);
+            match result {
+                Ok(()) => Ok(Action::requeue(std::time::Duration::from_secs(1))),
+                Err(e) => round.retrying("RecoverFailed", e.to_string()).await,
+            }
+        }
+        Plan::Install | Plan::Upgrade(_) => {
+            let (action, why) = match &plan {
+                Plan::Upgrade(why) => ("Upgrade", why.clone()),
+                _ => ("Install", "new release".to_owned()),
+            };
+            deploy(&mut round, &d, live.as_ref(), action, &why, impersonate.as_deref()).await
+        }
     }
-    if rendered.service_monitor.is_some() && monitor.is_none() {
-        notes.push("ServiceMonitor skipped: monitoring.coreos.com/v1 is not served".to_owned());
-    }
-    let suffix = if notes.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", notes.join("; "))
-    };
-    let release = format!("release {} in {}", rendered.release, rendered.namespace);
-    let desired = if available {
-        [
-            Desired::ready("Deployed", format!("{release} is available{suffix}")),
-            Desired::cleared(conditions::RECONCILING, "Deployed"),
-            Desired::cleared(conditions::STALLED, "Deployed"),
-        ]
-    } else {
-        [
-            Desired::not_ready("Progressing", format!("{release} is rolling out{suffix}")),
-            Desired::new(
-                conditions::RECONCILING,
-                conditions::Status::True,
-                "Progressing",
-                "waiting for the collector pods to be available",
-            ),
-            Desired::cleared(conditions::STALLED, "Deployed"),
-        ]
-    };
-    let next = CollectorStatus {
-        release_name: Some(rendered.release.clone()),
-        target_namespace: Some(rendered.namespace.clone()),
-        deployed_version: Some(c.spec.collector.version.clone()),
-        config_hash: Some(rendered.config_hash.clone()),
-        inventory: applier.inventory(),
-        revisions: record(
-            &status.revisions,
-            &c.spec.collector.version,
-            &rendered.config_hash,
-            "Deployed",
-        ),
-        failures: 0,
-        ..status
-    };
-    write_status(c, ctx, next, desired).await?;
-    Ok(Action::await_change())
 }
 
-/// Applies the namespace (not in the inventory: the tenant's namespace outlives a release) and
-/// the release's objects.
-async fn apply_all(
-    ctx: &Context,
-    applier: &Applier,
-    r: &Rendered,
-    monitor: Option<&ApiResource>,
-) -> Result<(), Error> {
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": r.namespace}});
-    Api::<Namespace>::all(ctx.runtime.client.clone())
-        .patch(
-            &r.namespace,
-            &PatchParams::apply(OPERATOR),
-            &Patch::Apply(&ns),
-        )
-        .await?;
-    applier.apply(r.service_account.clone()).await?;
-    applier.apply(r.secret.clone()).await?;
-    applier.apply(r.deployment.clone()).await?;
-    applier.apply(r.service.clone()).await?;
-    if let (Some(sm), Some(ar)) = (&r.service_monitor, monitor) {
-        let obj: DynamicObject =
-            serde_json::from_value(sm.clone()).map_err(|e| ApplyError::Convert {
-                object: Box::new(operator_core::apply::ObjectRef::new(
-                    ar,
-                    Some(&r.namespace),
-                    &r.release,
-                )),
-                source: e,
-            })?;
-        applier.apply_dynamic(obj, ar).await?;
+/// Installs or upgrades, and handles the outcome.
+async fn deploy(
+    round: &mut Round<'_>,
+    d: &Desired,
+    live: Option<&Live>,
+    action: &str,
+    why: &str,
+    impersonate: Option<&str>,
+) -> Result<Action, Error> {
+    let ctx = round.ctx;
+    let credentials = if d.chart.with_credentials {
+        read_credentials(ctx).await?
+    } else {
+        None
+    };
+    if let Some(creds) = &credentials {
+        // Credentials join the values among what no message may show.
+        round.secrets = json!([d.values, creds.username, creds.password,]);
     }
+    let chart = match ctx.helm.fetch(&d.chart, credentials.as_ref()).await {
+        Ok(path) => path,
+        Err(e) => {
+            let (reason, text) = match e.failure() {
+                Failure::ChartNotFound => {
+                    ("ChartNotFound", format!("chart {} not found: {e}", d.chart))
+                }
+                Failure::Unreachable => (
+                    "RepositoryUnreachable",
+                    format!("chart repository {} unreachable: {e}", d.chart.repository),
+                ),
+                _ => (
+                    "ChartFetchFailed",
+                    format!("fetching chart {}: {e}", d.chart),
+                ),
+            };
+            let attempt = round.attempt(d, action, OUTCOME_RETRYING, text.clone());
+            round.status.history = desired::record(&round.status.history, attempt);
+            return round.retrying(reason, text).await;
+        }
+    };
+    tracing::info!(collector = %round.c.name_any(), release = %d.release,
+        namespace = %d.namespace, chart = %d.chart.name, version = %d.chart.version,
+        values_hash = %d.values_hash, action, why, "deploying");
+    let description = format!("{action} by collector operator: {}", round.redact(why));
+    let upgrade = Upgrade {
+        release: &d.release,
+        namespace: &d.namespace,
+        chart: &chart,
+        values: &d.values,
+        impersonate,
+        description: &description,
+    };
+    match ctx.helm.upgrade(&upgrade).await {
+        Ok(revision) => {
+            let message = format!("{} revision {revision} ({why})", verb_past(action));
+            let attempt = round.attempt(d, action, OUTCOME_SUCCEEDED, message.clone());
+            round.status.history = desired::record(&round.status.history, attempt);
+            round.status.failures = 0;
+            round
+                .event(
+                    false,
+                    action,
+                    "Deploy",
+                    format!("{} {}: {message}", d.release, d.chart),
+                )
+                .await;
+            let manifest = ctx
+                .helm
+                .manifest(&d.release, &d.namespace)
+                .await
+                .map_err(|e| Error::Helm(round.redact(&e.to_string())))?;
+            let observed = ctx
+                .inspector
+                .observe(&manifest, &d.release, &d.namespace)
+                .await?;
+            let live = ctx
+                .helm
+                .release(&d.release, &d.namespace)
+                .await
+                .map_err(|e| Error::Helm(round.redact(&e.to_string())))?;
+            report(round, d, live.as_ref(), &observed).await
+        }
+        Err(e) => failed(round, d, live, action, e, impersonate).await,
+    }
+}
+
+/// A failed install or upgrade: held, retried, or rolled back, by what failed.
+async fn failed(
+    round: &mut Round<'_>,
+    d: &Desired,
+    live: Option<&Live>,
+    action: &str,
+    e: HelmError,
+    impersonate: Option<&str>,
+) -> Result<Action, Error> {
+    let ctx = round.ctx;
+    match e.failure() {
+        Failure::SchemaInvalid => {
+            let text = format!(
+                "the values for {} are refused by its values.schema.json: {e}",
+                d.chart
+            );
+            let attempt = round.attempt(d, action, OUTCOME_FAILED, text.clone());
+            round.status.history = desired::record(&round.status.history, attempt);
+            round.stalled("ValuesInvalid", text).await
+        }
+        Failure::Conflict | Failure::Locked | Failure::Unreachable => {
+            let reason = if e.failure() == Failure::Conflict {
+                "Conflict"
+            } else {
+                "Retrying"
+            };
+            let text = format!("{action} of {} failed: {e}", d.release);
+            let attempt = round.attempt(d, action, OUTCOME_RETRYING, text.clone());
+            round.status.history = desired::record(&round.status.history, attempt);
+            round.retrying(reason, text).await
+        }
+        Failure::ReleaseNotFound | Failure::ChartNotFound | Failure::Other => {
+            // The release is now `failed`: put the last good revision back (Flux's upgrade
+            // remediation), or remove a release that never worked (its install remediation).
+            let last_good = live.and_then(|l| l.last_good);
+            let remedy = match last_good {
+                Some(revision) => ctx
+                    .helm
+                    .rollback(&d.release, &d.namespace, revision, impersonate)
+                    .await
+                    .map(|()| format!("rolled back to revision {revision}")),
+                None => ctx
+                    .helm
+                    .uninstall(&d.release, &d.namespace, impersonate)
+                    .await
+                    .map(|()| "the failed release was uninstalled".to_owned()),
+            };
+            let remedy = remedy.unwrap_or_else(|r| format!("and remediation failed too: {r}"));
+            let text = format!("{action} to {} failed: {e}; {remedy}", d.chart);
+            let attempt = round.attempt(d, action, OUTCOME_FAILED, text.clone());
+            round.status.history = desired::record(&round.status.history, attempt);
+            if let Some(live) = ctx
+                .helm
+                .release(&d.release, &d.namespace)
+                .await
+                .ok()
+                .flatten()
+            {
+                round.status.helm_revision = Some(live.revision);
+            }
+            round.stalled("UpgradeFailed", text).await
+        }
+    }
+}
+
+fn verb_past(action: &str) -> &'static str {
+    match action {
+        "Install" => "installed",
+        _ => "upgraded",
+    }
+}
+
+/// Writes the status of a release that is as the Collector asks.
+async fn report(
+    round: &mut Round<'_>,
+    d: &Desired,
+    live: Option<&Live>,
+    observed: &Observed,
+) -> Result<Action, Error> {
+    if let Some(live) = live {
+        round.status.chart = Some(live.chart.clone());
+        round.status.deployed_version = Some(live.version.clone());
+        round.status.helm_revision = Some(live.revision);
+        round.status.values_hash = Some(values::hash(&live.values));
+    }
+    round.status.failures = 0;
+    let release = format!(
+        "release {} (chart {}-{}, revision {}) in {}",
+        d.release,
+        d.chart.name,
+        d.chart.version,
+        round.status.helm_revision.unwrap_or_default(),
+        d.namespace
+    );
+    if observed.not_ready.is_empty() {
+        round
+            .write([
+                Condition::ready("Deployed", format!("{release} is deployed and ready")),
+                Condition::cleared(conditions::RECONCILING, "Deployed"),
+                Condition::cleared(conditions::STALLED, "Deployed"),
+            ])
+            .await?;
+        Ok(Action::requeue(RECHECK))
+    } else {
+        let waiting = format!("waiting for {}", observed.not_ready.join(", "));
+        round
+            .write([
+                Condition::not_ready(
+                    "Progressing",
+                    format!("{release} is rolling out: {waiting}"),
+                ),
+                Condition::new(
+                    conditions::RECONCILING,
+                    conditions::Status::True,
+                    "Progressing",
+                    waiting,
+                ),
+                Condition::cleared(conditions::STALLED, "Deployed"),
+            ])
+            .await?;
+        Ok(Action::requeue(ROLLOUT_RECHECK))
+    }
+}
+
+/// Applies the tenant's namespace (not part of the release: it outlives it).
+async fn ensure_namespace(ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let api = Api::<Namespace>::all(ctx.runtime.client.clone());
+    if api.get_opt(namespace).await?.is_some() {
+        return Ok(());
+    }
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    api.patch(namespace, &PatchParams::apply(OPERATOR), &Patch::Apply(&ns))
+        .await?;
     Ok(())
 }
 
-/// The ServiceMonitor resource, if the cluster serves it.
-async fn service_monitor_resource(
-    client: &kube::Client,
-) -> Result<Option<ApiResource>, kube::Error> {
-    match client
-        .list_api_group_resources("monitoring.coreos.com/v1")
-        .await
-    {
-        Ok(list) if list.resources.iter().any(|r| r.name == "servicemonitors") => {
-            let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
-            Ok(Some(ApiResource::from_gvk_with_plural(
-                &gvk,
-                "servicemonitors",
-            )))
-        }
-        Ok(_) => Ok(None),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(e) => Err(e),
-    }
+/// The repository credentials, read from their Secret when needed (so a rotated password is
+/// used at the next fetch without a restart).
+async fn read_credentials(ctx: &Context) -> Result<Option<Credentials>, Error> {
+    let Some(secret) = &ctx.credentials else {
+        return Ok(None);
+    };
+    let found = Api::<Secret>::namespaced(ctx.runtime.client.clone(), &secret.namespace)
+        .get(&secret.name)
+        .await?;
+    let data = found
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Ok(Some(Credentials::from_secret_data(&data)))
 }
 
-fn is_available(d: &Deployment) -> bool {
-    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = d.status.clone().unwrap_or_default();
-    status.observed_generation >= d.metadata.generation
-        && status.available_replicas.unwrap_or(0) >= wanted
-        && status.updated_replicas.unwrap_or(0) >= wanted
-}
-
-/// The revision list with this one recorded (once per version and config), newest last.
-fn record(revisions: &[Revision], version: &str, hash: &str, result: &str) -> Vec<Revision> {
-    let mut list = revisions.to_vec();
-    let same = list
-        .last()
-        .is_some_and(|r| r.version == version && r.config_hash == hash && r.result == result);
-    if !same {
-        list.push(Revision {
-            version: version.to_owned(),
-            config_hash: hash.to_owned(),
-            time: jiff::Timestamp::now().to_string(),
-            result: result.to_owned(),
-        });
-    }
-    let excess = list.len().saturating_sub(REVISIONS);
-    list.drain(..excess);
-    list
-}
-
-/// A spec that cannot work: Stalled with the exact message, nothing applied.
-async fn stalled(
-    c: &Collector,
-    ctx: &Context,
-    mut status: CollectorStatus,
-    message: String,
-) -> Result<Action, Error> {
-    let first_sight = !conditions::find(&status.conditions, conditions::STALLED)
-        .is_some_and(|s| s.status == "True" && s.message == message);
-    if first_sight {
-        status.failures += 1;
-        status.revisions = record(
-            &status.revisions,
-            &c.spec.collector.version,
-            "",
-            "InvalidSpec",
-        );
-        ctx.runtime
-            .events
-            .warning(&c.object_ref(&()), "InvalidSpec", "Render", message.clone())
-            .await;
-    }
-    let desired = [
-        Desired::not_ready("InvalidSpec", message.clone()),
-        Desired::stalled("InvalidSpec", message),
-        Desired::cleared(conditions::RECONCILING, "InvalidSpec"),
-    ];
-    write_status(c, ctx, status, desired).await?;
-    Ok(Action::await_change())
-}
-
-/// Removes everything the inventory lists.
+/// Uninstalls the release (one that is already gone does not block deletion).
 async fn uninstall(c: &Collector, ctx: &Context) -> Result<Action, Error> {
     let status = c.status.clone().unwrap_or_default();
-    let monitor = service_monitor_resource(&ctx.runtime.client).await?;
-    let applier = Applier::new(ctx.runtime.client.clone(), Ownership::of(OPERATOR, c)?);
-    let removed = applier
-        .prune(&status.inventory, &kinds(monitor.as_ref()))
-        .await?;
-    tracing::info!(collector = %c.name_any(), removed = removed.len(), "release removed");
+    // The release as last recorded, or as the spec names it (a release installed before the
+    // status was written).
+    let named = desired::desired(c, ctx.repository.as_ref(), &ctx.overlays)
+        .ok()
+        .map(|d| (d.release, d.namespace));
+    let target = match (status.release_name, status.target_namespace) {
+        (Some(release), Some(namespace)) => Some((release, namespace)),
+        _ => named,
+    };
+    if let Some((release, namespace)) = target {
+        let impersonate = ctx
+            .tenant_service_account
+            .as_ref()
+            .map(|sa| format!("system:serviceaccount:{namespace}:{sa}"));
+        ctx.helm
+            .uninstall(&release, &namespace, impersonate.as_deref())
+            .await
+            .map_err(|e| Error::Helm(e.to_string()))?;
+        tracing::info!(collector = %c.name_any(), %release, %namespace, "release uninstalled");
+    }
     Ok(Action::await_change())
-}
-
-/// Writes the status when it changed from the (possibly older) watched copy.
-async fn write_status(
-    c: &Collector,
-    ctx: &Context,
-    status: CollectorStatus,
-    desired: impl IntoIterator<Item = Desired>,
-) -> Result<(), kube::Error> {
-    let current = c.status.clone().unwrap_or_default();
-    operator_core::status::update(&ctx.runtime.client, c, OPERATOR, &current, status, desired).await
 }
 
 #[cfg(test)]
@@ -325,15 +583,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn revisions_are_recorded_once_and_bounded() {
-        let mut list = Vec::new();
-        list = record(&list, "1", "h", "Deployed");
-        list = record(&list, "1", "h", "Deployed");
-        assert_eq!(list.len(), 1);
-        for v in 2..10 {
-            list = record(&list, &v.to_string(), "h", "Deployed");
+    fn secret_refs_are_namespace_slash_name() {
+        let r: SecretRef = "kubecrew-system/charts".parse().unwrap();
+        assert_eq!(r.namespace, "kubecrew-system");
+        assert_eq!(r.name, "charts");
+        for bad in ["charts", "/x", "x/", ""] {
+            assert!(bad.parse::<SecretRef>().is_err(), "{bad}");
         }
-        assert_eq!(list.len(), REVISIONS);
-        assert_eq!(list.last().unwrap().version, "9");
     }
 }

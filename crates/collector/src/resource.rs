@@ -2,7 +2,6 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
-use operator_core::apply::Inventory;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenant.reference"}"#,
     printcolumn = r#"{"name":"Collector","type":"string","jsonPath":".spec.collector.name"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.collector.version"}"#,
+    printcolumn = r#"{"name":"Revision","type":"integer","jsonPath":".status.helmRevision"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -30,19 +30,39 @@ pub struct CollectorSpec {
     pub cluster: String,
 }
 
-/// The collector to install.
+/// The collector to install: the chart `name` at exactly `version` from the operator's chart
+/// repository, unless `chart` says otherwise.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectorRef {
-    /// The collector's name (also its image name).
+    /// The collector's name: the chart's name (unless `chart.name` is set) and the release
+    /// name's prefix.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
-    /// Its version (the image tag unless the values override it).
+    /// The chart version, exactly (a semantic version, not a range).
     #[schemars(length(min = 1, max = 128))]
     pub version: String,
-    /// Base64 of a YAML document of values (see docs/collector.md).
+    /// Base64 of a YAML mapping: the release's values, on top of the cluster's overlay.
     #[serde(default)]
     pub configuration: String,
+    /// Where this collector's chart comes from, when not the operator's repository or name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartOverride>,
+}
+
+/// Overrides of the chart source for one Collector.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartOverride {
+    /// An HTTP(S) chart repository (serving index.yaml) or an `oci://` registry path. The
+    /// operator's repository credentials are used only for the operator's repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub repository: Option<String>,
+    /// The chart's name, when it is not the collector's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 250))]
+    pub name: Option<String>,
 }
 
 /// The tenant.
@@ -57,7 +77,7 @@ pub struct Tenant {
     pub instance: String,
 }
 
-/// What was applied, and how it went.
+/// The release, and how the last attempts went. Never holds values: only their hash.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectorStatus {
@@ -67,41 +87,50 @@ pub struct CollectorStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `<collector.name>-<tenant.instance>`.
+    /// The Helm release: `<collector.name>-<tenant.instance>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_name: Option<String>,
-    /// The namespace the objects are in.
+    /// The namespace the release is in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_namespace: Option<String>,
-    /// The version deployed last.
+    /// The chart of the deployed release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    /// The chart version of the deployed release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_version: Option<String>,
-    /// SHA-256 of the collector's config file as deployed (never the content).
+    /// The Helm revision of the deployed release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_hash: Option<String>,
-    /// Every object applied.
-    #[serde(default)]
-    pub inventory: Inventory,
-    /// The last revisions, newest last.
+    pub helm_revision: Option<i64>,
+    /// SHA-256 of the deployed values in canonical JSON (never the values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_hash: Option<String>,
+    /// The last attempts to change the release, newest last (at most 5).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub revisions: Vec<Revision>,
+    pub history: Vec<Attempt>,
     /// Failed reconciles in a row.
     #[serde(default)]
     pub failures: u32,
 }
 
-/// One deployed (or failed) revision.
+/// One attempt to install, upgrade, roll back or uninstall the release.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Revision {
-    /// The version.
-    pub version: String,
-    /// The config hash.
-    pub config_hash: String,
-    /// When (RFC 3339).
+pub struct Attempt {
+    /// When it finished (RFC 3339).
     pub time: String,
-    /// `Deployed` or the reason it failed.
-    pub result: String,
+    /// What was tried: `Install`, `Upgrade`, `Rollback`.
+    pub action: String,
+    /// The chart tried.
+    pub chart: String,
+    /// The chart version tried.
+    pub version: String,
+    /// The hash of the values tried.
+    pub values_hash: String,
+    /// `Succeeded` or `Failed`.
+    pub outcome: String,
+    /// Why it was tried, or why it failed (values redacted).
+    pub message: String,
 }
 
 impl operator_core::status::ConditionedStatus for CollectorStatus {

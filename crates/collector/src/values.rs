@@ -1,122 +1,12 @@
-//! The collector's values: decoded from `spec.collector.configuration` (base64 of YAML),
-//! merged over the per-cluster overlay and the defaults, and read into a typed schema. Errors
-//! say exactly where the input is wrong without ever quoting it (the values may hold
-//! credentials).
-
-use std::collections::BTreeMap;
+//! The release's values: `spec.collector.configuration` (base64 of YAML) decoded and merged
+//! over the operator's per-cluster overlay. What is valid is the chart's business (its
+//! `values.schema.json`, checked by helm); here only the encoding is. Errors say where the input
+//! is wrong without ever quoting it (values may hold credentials), and [`redact`] keeps values
+//! out of any text that leaves the process.
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, SecurityContext, Toleration};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-/// The values schema (documented in docs/collector.md).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Values {
-    /// The image: `<repository>/<name>:<tag>`.
-    pub image: Image,
-    /// Pods.
-    pub replicas: i32,
-    /// Container resources.
-    pub resources: ResourceRequirements,
-    /// Extra environment variables.
-    pub env: Vec<EnvVar>,
-    /// Content of the collector's config file (stored in a Secret: it may hold credentials).
-    pub config: String,
-    /// File name of the config in the mounted directory.
-    pub config_file_name: String,
-    /// Container arguments; `{configFile}` is replaced by the config file's path.
-    pub args: Vec<String>,
-    /// Service ports (also the container ports).
-    pub service: ServiceValues,
-    /// The Prometheus-operator ServiceMonitor.
-    pub service_monitor: ServiceMonitorValues,
-    /// Extra pod annotations.
-    pub pod_annotations: BTreeMap<String, String>,
-    /// Pod node selector.
-    pub node_selector: BTreeMap<String, String>,
-    /// Pod tolerations.
-    pub tolerations: Vec<Toleration>,
-    /// Container security context.
-    pub security_context: SecurityContext,
-}
-
-/// Image coordinates.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Image {
-    /// Registry and path, e.g. `ghcr.io/kubecrew`.
-    pub repository: String,
-    /// Image name; default the collector's name.
-    pub name: Option<String>,
-    /// Tag; default the collector's version.
-    pub tag: Option<String>,
-    /// Pull policy.
-    pub pull_policy: String,
-}
-
-/// Service settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceValues {
-    /// Ports.
-    pub ports: Vec<PortValues>,
-}
-
-/// One port.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PortValues {
-    /// Port name (a DNS label).
-    pub name: String,
-    /// Port number, on the Service and the container.
-    pub port: i32,
-    /// TCP or UDP.
-    #[serde(default = "tcp")]
-    pub protocol: String,
-}
-
-fn tcp() -> String {
-    "TCP".into()
-}
-
-/// ServiceMonitor settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceMonitorValues {
-    /// Whether to create it (when the CRD is served).
-    pub enabled: bool,
-    /// Scrape interval.
-    pub interval: String,
-    /// The port (name) scraped.
-    pub port: String,
-}
-
-/// The defaults every Collector starts from.
-pub fn defaults() -> Value {
-    serde_json::json!({
-        "image": {"repository": "ghcr.io/kubecrew", "pullPolicy": "IfNotPresent"},
-        "replicas": 1,
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                      "limits": {"cpu": "500m", "memory": "256Mi"}},
-        "env": [],
-        "config": "",
-        "configFileName": "config.yaml",
-        "args": ["--config={configFile}"],
-        "service": {"ports": [{"name": "metrics", "port": 8888, "protocol": "TCP"}]},
-        "serviceMonitor": {"enabled": true, "interval": "30s", "port": "metrics"},
-        "podAnnotations": {},
-        "nodeSelector": {},
-        "tolerations": [],
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "runAsNonRoot": true,
-            "capabilities": {"drop": ["ALL"]}
-        }
-    })
-}
+use sha2::{Digest, Sha256};
 
 /// Why the values cannot be used; the message names the place, never the content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,14 +23,6 @@ pub enum ValuesError {
     /// The YAML is not a mapping.
     #[error("spec.collector.configuration must be a YAML mapping of values")]
     NotAMapping,
-    /// A value has the wrong type.
-    #[error("values.{path}: {problem}")]
-    Type {
-        /// Where.
-        path: String,
-        /// What is expected.
-        problem: String,
-    },
 }
 
 /// The decoded `configuration` as JSON (an empty string is no values).
@@ -185,49 +67,70 @@ pub fn merge(base: &mut Value, over: &Value) {
     }
 }
 
-/// Typed values and the keys the schema does not know (reported, not dropped silently).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Parsed {
-    /// The values.
-    pub values: Values,
-    /// Unknown keys, as paths (`service.extra`).
-    pub unknown: Vec<String>,
-}
-
-/// Reads merged values into the schema.
-pub fn parse(merged: Value) -> Result<Parsed, ValuesError> {
-    let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-    let deserializer = serde_ignored::Deserializer::new(merged, &mut record);
-    let values: Values = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        ValuesError::Type {
-            path,
-            problem: expected_only(&e.inner().to_string()),
-        }
-    })?;
-    unknown.sort();
-    Ok(Parsed { values, unknown })
-}
-
-/// serde's messages quote the offending value ("invalid type: string \"s3cret\", expected
-/// i32"): keep only what was expected.
-fn expected_only(message: &str) -> String {
-    match message.find("expected") {
-        Some(i) => format!("wrong type or value, {}", &message[i..]),
-        None if message.starts_with("missing field") => message.to_owned(),
-        None => "wrong type or value".to_owned(),
-    }
-}
-
-/// Values for a Collector: defaults <- the cluster's overlay <- its configuration.
-pub fn resolve(overlay: Option<&Value>, configuration: &str) -> Result<Parsed, ValuesError> {
-    let mut merged = defaults();
-    if let Some(overlay) = overlay {
-        merge(&mut merged, overlay);
-    }
+/// The values for a release: the cluster's overlay, with the decoded configuration on top.
+pub fn resolve(overlay: Option<&Value>, configuration: &str) -> Result<Value, ValuesError> {
+    let mut merged = overlay
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
     merge(&mut merged, &decode(configuration)?);
-    parse(merged)
+    Ok(merged)
+}
+
+/// SHA-256 (hex) of the values in canonical form (keys sorted, no whitespace): equal values
+/// hash equal, whatever order or layout the YAML had. Shown in the status instead of values.
+pub fn hash(values: &Value) -> String {
+    hex::encode(Sha256::digest(canonical(values).to_string().as_bytes()))
+}
+
+/// `value` with every mapping's keys in sorted order (the workspace's serde_json keeps
+/// insertion order, so equal mappings could otherwise print differently).
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The shortest value string that is hidden from messages: shorter ones (`true`, `TCP`) are
+/// words of any message and not secrets.
+const REDACT_MIN: usize = 4;
+
+/// `text` with every string of `values` (and the text form of each leaf) at least
+/// [`REDACT_MIN`] long replaced by `[redacted]`, longest first: helm's and the API server's
+/// errors can quote rendered values, and those may be credentials.
+pub fn redact(text: &str, values: &Value) -> String {
+    let mut secrets = Vec::new();
+    collect_leaves(values, &mut secrets);
+    secrets.retain(|s| s.chars().count() >= REDACT_MIN);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let mut out = text.to_owned();
+    for secret in &secrets {
+        out = out.replace(secret.as_str(), "[redacted]");
+    }
+    out
+}
+
+fn collect_leaves(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => {
+            out.push(s.clone());
+            // A multi-line value (a config file) is quoted line by line as often as whole.
+            out.extend(s.lines().map(str::trim).map(str::to_owned));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_leaves(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_leaves(v, out)),
+        Value::Number(_) | Value::Bool(_) | Value::Null => {}
+    }
 }
 
 #[cfg(test)]
@@ -240,61 +143,72 @@ mod tests {
     }
 
     #[test]
-    fn defaults_alone_are_valid() {
-        let parsed = resolve(None, "").unwrap();
-        assert_eq!(parsed.values.replicas, 1);
-        assert_eq!(parsed.values.image.repository, "ghcr.io/kubecrew");
-        assert!(parsed.values.service_monitor.enabled);
-        assert!(parsed.unknown.is_empty());
+    fn no_configuration_is_the_overlay() {
+        assert_eq!(resolve(None, "").unwrap(), json!({}));
+        let overlay = json!({"image": {"repository": "r"}});
+        assert_eq!(resolve(Some(&overlay), " \n").unwrap(), overlay);
     }
 
     #[test]
-    fn configuration_overrides_overlay_overrides_defaults() {
-        let overlay = json!({"image": {"repository": "registry.dev.local/collectors"},
-                             "replicas": 2});
-        let config = b64("replicas: 3\nserviceMonitor:\n  enabled: false\n");
-        let parsed = resolve(Some(&overlay), &config).unwrap();
-        assert_eq!(parsed.values.replicas, 3);
+    fn configuration_overrides_the_overlay_key_by_key() {
+        let overlay = json!({"image": {"repository": "registry.dev.local/collectors",
+                                       "pullPolicy": "Always"},
+                             "replicas": 2, "tolerations": [{"operator": "Exists"}]});
+        let config = b64("replicas: 3\nimage:\n  pullPolicy: IfNotPresent\ntolerations: []\n");
+        let values = resolve(Some(&overlay), &config).unwrap();
         assert_eq!(
-            parsed.values.image.repository,
-            "registry.dev.local/collectors"
+            values,
+            json!({"image": {"repository": "registry.dev.local/collectors",
+                             "pullPolicy": "IfNotPresent"},
+                   "replicas": 3, "tolerations": []})
         );
-        assert_eq!(
-            parsed.values.image.pull_policy, "IfNotPresent",
-            "deep merge"
-        );
-        assert!(!parsed.values.service_monitor.enabled);
-        assert_eq!(parsed.values.service_monitor.interval, "30s");
     }
 
     #[test]
-    fn unknown_keys_are_reported() {
-        let parsed = resolve(None, &b64("replica: 3\nservice:\n  typo: 1\n")).unwrap();
-        assert_eq!(parsed.unknown, ["replica", "service.typo"]);
+    fn unknown_keys_are_the_charts_business() {
+        let values = resolve(None, &b64("replica: 3\nservice:\n  typo: 1\n")).unwrap();
+        assert_eq!(values, json!({"replica": 3, "service": {"typo": 1}}));
     }
 
     #[test]
     fn bad_input_is_located_without_quoting_it() {
         assert!(matches!(resolve(None, "%%%"), Err(ValuesError::Base64(_))));
-        let err = resolve(None, &b64("a: [unclosed\n")).unwrap_err();
+        let err = resolve(None, &b64("a: [s3cret-unclosed\n")).unwrap_err();
         assert!(matches!(err, ValuesError::Yaml(_)), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
         assert_eq!(
             resolve(None, &b64("- a\n- b\n")).unwrap_err(),
             ValuesError::NotAMapping
         );
-        let err = resolve(None, &b64("replicas: s3cret-token\n")).unwrap_err();
-        let message = err.to_string();
-        assert!(message.starts_with("values.replicas: "), "{message}");
-        assert!(!message.contains("s3cret"), "{message}");
-        let err = resolve(
-            None,
-            &b64("service:\n  ports:\n  - name: m\n    port: nope\n"),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().starts_with("values.service.ports[0].port"),
-            "{err}"
+        assert_eq!(
+            resolve(
+                None,
+                &base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe])
+            )
+            .unwrap_err(),
+            ValuesError::Utf8
         );
-        assert!(!err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn the_hash_ignores_layout_and_follows_content() {
+        let a = resolve(None, &b64("a: 1\nb: {c: x}\n")).unwrap();
+        let b = resolve(None, &b64("b:\n  c: x\na: 1\n")).unwrap();
+        assert_eq!(hash(&a), hash(&b));
+        let c = resolve(None, &b64("a: 2\nb: {c: x}\n")).unwrap();
+        assert_ne!(hash(&a), hash(&c));
+        assert_eq!(hash(&a).len(), 64);
+    }
+
+    #[test]
+    fn redaction_hides_every_value_string() {
+        let values = json!({"token": "s3cret-token", "config": "user: alice\npass: hunter22\n",
+                            "tls": true, "proto": "TCP", "port": 8080});
+        let message = "error: Secret x: invalid value \"s3cret-token\" near pass: hunter22 (TCP)";
+        let redacted = redact(message, &values);
+        assert!(!redacted.contains("s3cret"), "{redacted}");
+        assert!(!redacted.contains("hunter22"), "{redacted}");
+        assert!(redacted.contains("(TCP)"), "short words stay: {redacted}");
+        assert_eq!(redact("nothing to hide", &json!({})), "nothing to hide");
     }
 }

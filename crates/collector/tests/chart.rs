@@ -31,7 +31,7 @@ fn test_chart(name: &str) -> PathBuf {
 
 /// `tests/golden/chart`: `<case>.values.yaml` in, `<case>.yaml` out.
 fn golden_dir() -> PathBuf {
-    manifest_dir().join("tests/golden/chart")
+    manifest_dir().join("tests/golden")
 }
 
 /// Runs helm with its config, cache and data directories of its own (nothing of the user's

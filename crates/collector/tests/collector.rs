@@ -1,82 +1,330 @@
-//! The operator against a cluster with its workload and garbage-collector controllers (the
-//! real control plane in CI): a release installed, upgraded, kept in shape, refused when the
-//! input is bad, and removed.
+//! The operator against a real control plane (KUBECREW_CLUSTER), driving the real helm v4
+//! binary: Collectors become releases of charts served by a local chart repository (basic
+//! auth, like a private repository), are upgraded only on change, repaired on drift, rolled
+//! back on a failed upgrade, refused on bad input and uninstalled on deletion. No credential
+//! and no value reaches the logs, the status, the events or helm's command line.
 //!
-//! Collectors are cluster-scoped and the operator watches the whole cluster, and one test
-//! needs the ServiceMonitor CRD where another needs it absent: so each test starts a cluster
-//! of its own (of the flavour KUBECREW_CLUSTER names) instead of sharing the binary's.
+//! One cluster, one chart repository and one operator serve every test of this binary (the
+//! operator watches the whole cluster); each test has its own Collectors and tenants.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use collector::reconcile::OPERATOR;
+use collector::desired::Repository;
+use collector::helm::{Config, Helm};
+use collector::live::Inspector;
+use collector::reconcile::{Context, OPERATOR, SecretRef};
 use collector::resource::Collector;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
-use localcluster::{Cluster, Flavor, Options};
+use localcluster::{Cluster, Options};
 use operator_core::Runtime;
 use serde_json::{Value, json};
 use testkit::eventually;
 
-const TIMEOUT: Duration = Duration::from_secs(60);
+const TIMEOUT: Duration = Duration::from_secs(90);
+/// The chart repository's credentials: they must never show anywhere.
+const USER: &str = "chart-reader";
+const PASSWORD: &str = "pw-9f8e7d6c5b4a";
+/// A value that must never show anywhere either.
+const SECRET_VALUE: &str = "token-5ecr3t-c0ll3ct0r";
 
-async fn setup(with_service_monitors: bool) -> (Cluster, Arc<Runtime>) {
-    let flavor = Flavor::from_env().expect("KUBECREW_CLUSTER");
-    let cluster = Cluster::start(flavor, Options::default())
+struct Fixture {
+    cluster: &'static Cluster,
+    /// The OCI registry path the node-agent chart was pushed to (`oci://127.0.0.1:<port>/charts`).
+    oci: String,
+    /// Every command line the operator ran helm with.
+    argv_log: PathBuf,
+    /// Everything the operator logged.
+    logs: Arc<Mutex<Vec<u8>>>,
+    /// The real helm.
+    helm: PathBuf,
+    /// The admin kubeconfig.
+    kubeconfig: PathBuf,
+}
+
+static FIXTURE: tokio::sync::OnceCell<Fixture> = tokio::sync::OnceCell::const_new();
+
+/// Captured logs, for the leak check.
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(start).await
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_owned()
+}
+
+fn run(program: &Path, args: &[&str], kubeconfig: Option<&Path>) -> String {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    if let Some(k) = kubeconfig {
+        cmd.env("KUBECONFIG", k);
+    }
+    let out = cmd.output().expect("helm runs");
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn start() -> Fixture {
+    let cluster = localcluster::shared(Options::default).await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let helm = testkit::gotools::binary(&testkit::gotools::HELM, "helm").expect("helm builds");
+
+    // The chart repository: the project's chart at two versions, a DaemonSet-shaped chart and
+    // a chart whose upgrade the API server rejects (when asked to), indexed by helm itself.
+    let repo_dir = dir.join("repo");
+    let root = workspace();
+    let project = root.join("deploy/charts/collector");
+    let node_agent = root.join("crates/collector/tests/charts/node-agent");
+    let broken = root.join("crates/collector/tests/charts/broken");
+    testkit::chartrepo::package(
+        &helm,
+        &[
+            (&project, "0.1.0"),
+            (&project, "0.2.0"),
+            (&node_agent, "1.0.0"),
+            (&broken, "1.0.0"),
+        ],
+        &repo_dir,
+    )
+    .expect("charts packaged");
+
+    // An OCI registry (in memory, plain HTTP) holding the node-agent chart.
+    let registry = testkit::gotools::binary(&testkit::gotools::REGISTRY, "registry")
+        .expect("the registry builds");
+    let registry_log = dir.join("registry.log");
+    let process = localcluster::process::Process::start(
+        "registry",
+        &registry,
+        &["-port".into(), "0".into()],
+        registry_log.clone(),
+    )
+    .expect("the registry starts");
+    // The registry lives as long as this test binary (and dies with it).
+    std::mem::forget(process);
+    let port = eventually("the registry serves", TIMEOUT, || async {
+        let log = std::fs::read_to_string(&registry_log).ok()?;
+        log.lines()
+            .find_map(|l| l.split("serving on port ").nth(1))
+            .map(|p| p.trim().to_owned())
+    })
+    .await;
+    let oci = format!("oci://127.0.0.1:{port}/charts");
+    let package = repo_dir.join("node-agent-1.0.0.tgz");
+    run(
+        &helm,
+        &["push", package.to_str().unwrap(), &oci, "--plain-http"],
+        None,
+    );
+
+    // helm, wrapped to record its command lines (exec keeps helm's own name, which is its
+    // server-side apply field manager).
+    let argv_log = dir.join("helm-argv.log");
+    let wrapper_dir = dir.join("wrapped");
+    std::fs::create_dir_all(&wrapper_dir).unwrap();
+    let wrapper = wrapper_dir.join("helm");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            argv_log.display(),
+            helm.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let kubeconfig = dir.join("kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig, None).unwrap();
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let capture = Capture(logs.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter("collector=debug,operator_core=debug")
+        .with_writer(move || capture.clone())
+        .with_ansi(false)
+        .try_init()
+        .ok();
+
+    // The CRDs: Collectors, and ServiceMonitors (the project's chart renders one when served).
+    let client = cluster.client();
+    let monitor: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                 "names": {"plural": "servicemonitors", "singular": "servicemonitor",
+                           "kind": "ServiceMonitor", "listKind": "ServiceMonitorList"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                     "schema": {"openAPIV3Schema": {"type": "object",
+                         "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    cluster.install_crd(&Collector::crd()).await.expect("CRD");
+    cluster.install_crd(&monitor).await.expect("CRD");
+    ensure_namespace(&client, "collector-system").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "chart-repository", "namespace": "collector-system"},
+        "stringData": {"username": USER, "password": PASSWORD}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "collector-system")
+        .create(&PostParams::default(), &secret)
         .await
-        .expect("the cluster starts");
-    let mut install = vec![serde_json::to_value(Collector::crd()).expect("CRD")];
-    if with_service_monitors {
-        install.push(json!({
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-            "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-                     "names": {"plural": "servicemonitors", "singular": "servicemonitor",
-                               "kind": "ServiceMonitor", "listKind": "ServiceMonitorList"},
-                     "versions": [{"name": "v1", "served": true, "storage": true,
-                         "schema": {"openAPIV3Schema": {"type": "object",
-                             "x-kubernetes-preserve-unknown-fields": true}}}]}
-        }));
-    }
-    for crd in install {
-        let crd: CustomResourceDefinition = serde_json::from_value(crd).expect("valid CRD");
-        cluster.install_crd(&crd).await.expect("CRD installed");
-    }
-    let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
-    let rt = runtime.clone();
-    tokio::spawn(async move {
-        collector::operator::run(rt, Default::default(), operator_core::Settings::default()).await;
+        .expect("credentials Secret");
+
+    // The repository server and the operator run on a runtime of their own: every test's
+    // runtime ends with its test.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let serve_dir = repo_dir.clone();
+    let helm_home = dir.join("helm-home");
+    let helm_kubeconfig = kubeconfig.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let addr = testkit::chartrepo::serve(serve_dir, Some((USER, PASSWORD)))
+                .await
+                .expect("the chart repository serves");
+            let repo = format!("http://{addr}");
+            let runtime = Arc::new(Runtime::new(cluster.client(), OPERATOR));
+            let ctx = Context {
+                runtime: runtime.clone(),
+                overlays: BTreeMap::from([(
+                    "dev".to_owned(),
+                    json!({"podAnnotations": {"overlay": "dev"}}),
+                )]),
+                repository: Some(Repository::parse(&repo).unwrap()),
+                credentials: Some(SecretRef {
+                    namespace: "collector-system".into(),
+                    name: "chart-repository".into(),
+                }),
+                helm: Helm::new(Config {
+                    binary: wrapper,
+                    home: helm_home,
+                    kubeconfig: Some(helm_kubeconfig),
+                    timeout: Duration::from_secs(60),
+                    history_max: 5,
+                    // The test registry speaks plain HTTP (HTTP repositories are unaffected).
+                    plain_http: true,
+                    cache_max_bytes: 64 << 20,
+                })
+                .unwrap(),
+                inspector: Inspector::new(runtime.client.clone()),
+                tenant_service_account: None,
+            };
+            tx.send(()).unwrap();
+            collector::operator::run(runtime, ctx, operator_core::Settings::default()).await;
+        });
     });
-    (cluster, runtime)
+    rx.await.expect("the operator thread starts");
+    Fixture {
+        cluster,
+        oci,
+        argv_log,
+        logs,
+        helm,
+        kubeconfig,
+    }
+}
+
+async fn ensure_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("namespace {name}: {e}"),
+    }
 }
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-fn collector(name: &str, tenant: &str, version: &str, configuration: &str) -> Collector {
+/// A Collector `name` of the chart `chart` (instance `main`) for tenant `tenant`. Only the
+/// project's chart (collector name `otel`) gets the `dev` cluster's overlay: the test charts'
+/// schemas refuse its keys.
+fn collector(name: &str, chart: &str, version: &str, tenant: &str, values: &str) -> Collector {
+    let cluster = if chart == "otel" { "dev" } else { "plain" };
     serde_json::from_value(json!({
         "apiVersion": "collector.kubecrew.io/v1alpha1",
         "kind": "Collector",
         "metadata": {"name": name},
         "spec": {
-            "collector": {"name": "otel", "version": version, "configuration": configuration},
+            "collector": {"name": chart, "version": version, "configuration": b64(values)},
             "tenant": {"id": format!("id-{tenant}"), "reference": tenant, "instance": "main"},
-            "cluster": "dev"
+            "cluster": cluster
         }
     }))
     .expect("valid Collector")
 }
 
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    )
+}
+
+async fn create(client: &Client, c: &Collector) {
+    Api::<Collector>::all(client.clone())
+        .create(&PostParams::default(), c)
+        .await
+        .expect("Collector created");
+}
+
+async fn patch_spec(client: &Client, name: &str, spec: Value) {
+    Api::<Collector>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .expect("Collector patched");
+}
+
+/// A condition, once the status describes the Collector's current generation.
 async fn condition(client: &Client, name: &str, type_: &str) -> Option<(String, String, String)> {
     let c = Api::<Collector>::all(client.clone()).get(name).await.ok()?;
+    let observed = c.status.as_ref().and_then(|s| s.observed_generation);
+    if observed != c.metadata.generation {
+        return None;
+    }
     let cond = c
         .status?
         .conditions
@@ -85,328 +333,553 @@ async fn condition(client: &Client, name: &str, type_: &str) -> Option<(String, 
     Some((cond.status, cond.reason, cond.message))
 }
 
-async fn ready(client: &Client, name: &str) -> String {
-    eventually(&format!("{name} is Ready"), TIMEOUT, || async {
-        condition(client, name, "Ready")
-            .await
-            .filter(|c| c.0 == "True")
-            .map(|c| c.2)
-    })
-    .await
+/// Waits for Ready=`status` with `reason`, returning the message (a timeout shows the last
+/// condition seen).
+async fn ready_is(client: &Client, name: &str, status: &str, reason: &str) -> String {
+    let last = Mutex::new(None);
+    let found = tokio::time::timeout(
+        TIMEOUT,
+        eventually(
+            &format!("{name} Ready={status} ({reason})"),
+            TIMEOUT * 2,
+            || async {
+                let c = condition(client, name, "Ready").await;
+                *last.lock().unwrap() = c.clone();
+                let c = c?;
+                (c.0 == status && c.1 == reason).then_some(c.2)
+            },
+        ),
+    )
+    .await;
+    match found {
+        Ok(message) => message,
+        Err(_) => panic!(
+            "timed out after {TIMEOUT:?} waiting for {name} Ready={status} ({reason}); last seen: {:?}",
+            last.lock().unwrap()
+        ),
+    }
 }
 
-async fn deployment(client: &Client, ns: &str) -> Option<Deployment> {
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .get("otel-main")
-        .await
-        .ok()
+impl Fixture {
+    fn helm(&self, args: &[&str]) -> String {
+        run(&self.helm, args, Some(&self.kubeconfig))
+    }
+
+    /// `(revision, status)` of every revision of a release.
+    fn history(&self, release: &str, namespace: &str) -> Vec<(i64, String)> {
+        let out = self.helm(&["history", release, "-n", namespace, "-o", "json"]);
+        eprintln!("history of {release}: {out}");
+        serde_json::from_str::<Vec<Value>>(&out)
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["revision"].as_i64().unwrap(),
+                    h["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn releases(&self, namespace: &str) -> Vec<Value> {
+        serde_json::from_str(&self.helm(&["list", "-n", namespace, "-o", "json"])).unwrap()
+    }
 }
 
-fn image(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.spec.as_ref()?.containers[0]
-        .image
-        .clone()
-}
-
-fn hash_annotation(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get("collector.kubecrew.io/config-hash")
-        .cloned()
-}
-
-async fn patch_spec(client: &Client, name: &str, collector_spec: Value) {
+/// Edits metadata only (a label), which triggers a reconcile but changes nothing helm sees.
+async fn poke(client: &Client, name: &str) {
     Api::<Collector>::all(client.clone())
         .patch(
             name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"collector": collector_spec}})),
+            &Patch::Merge(json!({"metadata": {"labels": {"poked": unique("p")}}})),
         )
         .await
-        .expect("patched");
+        .expect("poked");
 }
 
-fn service_monitors(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
-    let ar = ApiResource::from_gvk_with_plural(&gvk, "servicemonitors");
-    Api::namespaced_with(client.clone(), ns, &ar)
+async fn observed_generation(client: &Client, name: &str) -> Option<i64> {
+    let c = Api::<Collector>::all(client.clone()).get(name).await.ok()?;
+    let generation = c.metadata.generation;
+    c.status
+        .and_then(|s| s.observed_generation)
+        .filter(|g| Some(*g) == generation)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_is_installed_upgraded_kept_and_removed() {
-    let (cluster, runtime) = setup(true).await;
-    let client = cluster.client();
-    let api: Api<Collector> = Api::all(client.clone());
-    let config = b64("config: |\n  receivers: {otlp: {}}\nreplicas: 1\n");
-    api.create(
-        &PostParams::default(),
-        &collector("acme-otel", "Acme", "0.98.0", &config),
-    )
-    .await
-    .expect("created");
-    api.create(
-        &PostParams::default(),
-        &collector("other-otel", "Other", "0.98.0", ""),
-    )
-    .await
-    .expect("created");
-    let message = ready(&client, "acme-otel").await;
-    assert!(message.contains("release otel-main in acme"), "{message}");
-    ready(&client, "other-otel").await;
+async fn two_charts_become_releases_and_only_changes_make_revisions() {
+    let f = fixture().await;
+    let client = f.cluster.client();
+    let tenant = unique("acme");
+    // The project's chart, under another collector name; and a DaemonSet-shaped chart.
+    let mut otel = collector(
+        &unique("otel"),
+        "otel",
+        "0.1.0",
+        &tenant,
+        &format!("replicas: 2\nconfig: |\n  token: {SECRET_VALUE}\n"),
+    );
+    otel.spec.collector.chart = Some(collector::resource::ChartOverride {
+        repository: None,
+        name: Some("collector".into()),
+    });
+    let agent = collector(
+        &unique("agent"),
+        "node-agent",
+        "1.0.0",
+        &tenant,
+        "logLevel: debug\n",
+    );
+    create(&client, &otel).await;
+    create(&client, &agent).await;
+    let otel_name = otel.metadata.name.clone().unwrap();
+    let agent_name = agent.metadata.name.clone().unwrap();
+    ready_is(&client, &otel_name, "True", "Deployed").await;
+    ready_is(&client, &agent_name, "True", "Deployed").await;
 
-    Api::<Namespace>::all(client.clone())
-        .get("acme")
-        .await
-        .expect("namespace");
-    Api::<ServiceAccount>::namespaced(client.clone(), "acme")
-        .get("otel-main")
-        .await
-        .expect("sa");
-    let secret = Api::<Secret>::namespaced(client.clone(), "acme")
-        .get("otel-main-config")
-        .await
-        .expect("secret");
+    let ns = tenant.to_lowercase();
+    let releases = f.releases(&ns);
+    let mut listed: Vec<(String, String, String)> = releases
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["chart"].as_str().unwrap().to_owned(),
+                r["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
     assert_eq!(
-        secret.data.expect("data")["config.yaml"].0,
-        b"receivers: {otlp: {}}\n".to_vec()
+        listed,
+        [
+            (
+                "node-agent-main".into(),
+                "node-agent-1.0.0".into(),
+                "deployed".into()
+            ),
+            (
+                "otel-main".into(),
+                "collector-0.1.0".into(),
+                "deployed".into()
+            ),
+        ]
     );
-    let d = deployment(&client, "acme").await.expect("deployment");
-    assert_eq!(image(&d).as_deref(), Some("ghcr.io/kubecrew/otel:0.98.0"));
-    Api::<Service>::namespaced(client.clone(), "acme")
+    let values: Value =
+        serde_json::from_str(&f.helm(&["get", "values", "otel-main", "-n", &ns, "-o", "json"]))
+            .unwrap();
+    assert_eq!(values["replicas"], 2, "values from configuration");
+    assert_eq!(
+        values["podAnnotations"]["overlay"], "dev",
+        "and the overlay"
+    );
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
         .get("otel-main")
         .await
-        .expect("service");
-    service_monitors(&client, "acme")
-        .get("otel-main")
+        .unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(2));
+    let ds = Api::<DaemonSet>::namespaced(client.clone(), &ns)
+        .get("node-agent-main")
         .await
-        .expect("service monitor");
-    let status = api
-        .get("acme-otel")
-        .await
-        .expect("get")
-        .status
-        .expect("status");
-    assert_eq!(status.inventory.len(), 5);
-    assert_eq!(status.release_name.as_deref(), Some("otel-main"));
-    assert_eq!(status.target_namespace.as_deref(), Some("acme"));
-    assert!(
-        !serde_json::to_string(&status)
-            .expect("json")
-            .contains("otlp"),
-        "no config in status"
-    );
-    let table = cluster
-        .kubectl_runner()
-        .expect("kubectl")
-        .run(&["get", "collectors"])
-        .await;
-    assert!(
-        table.contains("TENANT") && table.contains("Acme") && table.contains("0.98.0"),
-        "{table}"
-    );
+        .unwrap();
+    assert!(ds.status.unwrap().number_ready > 0, "the DaemonSet runs");
 
-    // Upgrades.
-    let first_hash = hash_annotation(&d);
-    patch_spec(&client, "acme-otel", json!({"version": "0.99.0"})).await;
-    eventually("the image follows the version", TIMEOUT, || async {
-        let d = deployment(&client, "acme").await?;
-        (image(&d).as_deref() == Some("ghcr.io/kubecrew/otel:0.99.0")).then_some(())
-    })
-    .await;
-    let new_config =
-        b64("config: |\n  receivers: {jaeger: {}}\nserviceMonitor:\n  enabled: false\n");
-    patch_spec(&client, "acme-otel", json!({"configuration": new_config})).await;
-    eventually(
-        "config hash changes and the ServiceMonitor is pruned",
-        TIMEOUT,
-        || async {
-            let d = deployment(&client, "acme").await?;
-            let pruned = service_monitors(&client, "acme")
-                .get_opt("otel-main")
-                .await
-                .ok()?
-                .is_none();
-            (hash_annotation(&d) != first_hash && pruned).then_some(())
-        },
+    // No change, no revision: poke both (a reconcile each) and wait until they were seen.
+    poke(&client, &otel_name).await;
+    poke(&client, &agent_name).await;
+    f.cluster
+        .assert_quiet_for(Duration::from_secs(15), |r| {
+            r.namespace == ns || (r.resource == "collectors" && r.subresource.is_empty())
+        })
+        .await;
+    assert_eq!(f.history("otel-main", &ns).len(), 1);
+    assert_eq!(f.history("node-agent-main", &ns).len(), 1);
+
+    // A version change: exactly one new revision.
+    patch_spec(
+        &client,
+        &otel_name,
+        json!({"collector": {"version": "0.2.0"}}),
     )
     .await;
-    eventually("both revisions recorded", TIMEOUT, || async {
-        let status = api.get("acme-otel").await.ok()?.status?;
-        let versions: Vec<&str> = status
-            .revisions
-            .iter()
-            .map(|r| r.version.as_str())
-            .collect();
-        (versions == ["0.98.0", "0.99.0", "0.99.0"]).then_some(())
+    eventually("otel-main at 0.2.0", TIMEOUT, || async {
+        let c = Api::<Collector>::all(client.clone())
+            .get(&otel_name)
+            .await
+            .ok()?;
+        let s = c.status?;
+        (s.deployed_version.as_deref() == Some("0.2.0") && conditions_ready(&s.conditions))
+            .then_some(())
     })
     .await;
+    let history = f.history("otel-main", &ns);
+    assert_eq!(
+        history,
+        [(1, "superseded".to_owned()), (2, "deployed".to_owned())]
+    );
+    let status = Api::<Collector>::all(client.clone())
+        .get(&otel_name)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.helm_revision, Some(2));
+    assert_eq!(status.chart.as_deref(), Some("collector"));
+    assert_eq!(status.release_name.as_deref(), Some("otel-main"));
+    assert_eq!(status.values_hash.as_ref().map(String::len), Some(64));
+    assert!(
+        status
+            .history
+            .iter()
+            .any(|a| a.action == "Upgrade" && a.outcome == "Succeeded" && a.version == "0.2.0")
+    );
+    assert_no_leaks(f, &client, &[&otel_name, &agent_name]).await;
+}
 
-    // Drift.
-    let services = Api::<Service>::namespaced(client.clone(), "acme");
-    services
+fn conditions_ready(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_is_rolled_back_and_not_retried() {
+    let f = fixture().await;
+    let client = f.cluster.client();
+    let tenant = unique("fail");
+    let ns = tenant.clone();
+    let c = collector(
+        &unique("broken"),
+        "broken",
+        "1.0.0",
+        &tenant,
+        "broken: false\n",
+    );
+    let name = c.metadata.name.clone().unwrap();
+    create(&client, &c).await;
+    ready_is(&client, &name, "True", "Deployed").await;
+
+    patch_spec(
+        &client,
+        &name,
+        json!({"collector": {"configuration": b64("broken: true\n")}}),
+    )
+    .await;
+    let message = ready_is(&client, &name, "False", "UpgradeFailed").await;
+    assert!(message.contains("rolled back to revision 1"), "{message}");
+    let (stalled, _, _) = condition(&client, &name, "Stalled").await.unwrap();
+    assert_eq!(stalled, "True");
+    assert_eq!(
+        f.history("broken-main", &ns),
+        [
+            (1, "superseded".to_owned()),
+            (2, "failed".to_owned()),
+            (3, "deployed".to_owned())
+        ],
+        "the failed revision, then the rollback to the first"
+    );
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("broken-main")
+        .await
+        .unwrap();
+    assert!(
+        d.metadata.name.is_some(),
+        "the previous revision still runs"
+    );
+    // Held: another reconcile does not try the same upgrade again.
+    poke(&client, &name).await;
+    eventually("the poke is reconciled", TIMEOUT, || {
+        observed_generation(&client, &name)
+    })
+    .await;
+    f.cluster
+        .assert_quiet_for(Duration::from_secs(10), |r| r.namespace == ns)
+        .await;
+    assert_eq!(f.history("broken-main", &ns).len(), 3);
+    // Fixing the values deploys again.
+    patch_spec(
+        &client,
+        &name,
+        json!({"collector": {"configuration": b64("broken: false\n")}}),
+    )
+    .await;
+    ready_is(&client, &name, "True", "Deployed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_reported_and_the_release_stays() {
+    let f = fixture().await;
+    let client = f.cluster.client();
+    let tenant = unique("bad");
+    let ns = tenant.clone();
+    let c = collector(
+        &unique("bad"),
+        "node-agent",
+        "1.0.0",
+        &tenant,
+        "logLevel: info\n",
+    );
+    let name = c.metadata.name.clone().unwrap();
+    create(&client, &c).await;
+    ready_is(&client, &name, "True", "Deployed").await;
+    let before = f.history("node-agent-main", &ns);
+
+    let cases: [(Value, &str, &str); 6] = [
+        (
+            json!({"collector": {"configuration": "%%%"}}),
+            "InvalidSpec",
+            "not valid base64",
+        ),
+        (
+            json!({"collector": {"configuration": b64(&format!("a: [{SECRET_VALUE}\n"))}}),
+            "InvalidSpec",
+            "not valid YAML",
+        ),
+        (
+            json!({"collector": {"configuration": b64(&format!("logLevel: {SECRET_VALUE}\n"))}}),
+            "ValuesInvalid",
+            "values.schema.json",
+        ),
+        (
+            json!({"collector": {"configuration": b64("logLevel: info\n"), "version": "9.9.9"}}),
+            "ChartNotFound",
+            "no chart version found",
+        ),
+        (
+            json!({"collector": {"version": "1.0.0", "chart": {"name": "no-such-chart"}}}),
+            "ChartNotFound",
+            "no chart name found",
+        ),
+        (
+            // A chart is named by name and version: only a new one is fetched.
+            json!({"collector": {"version": "1.0.1",
+                                 "chart": {"name": "node-agent", "repository": "http://127.0.0.1:1"}}}),
+            "RepositoryUnreachable",
+            "unreachable",
+        ),
+    ];
+    for (spec, reason, says) in cases {
+        patch_spec(&client, &name, spec).await;
+        let message = ready_is(&client, &name, "False", reason).await;
+        assert!(message.contains(says), "{reason}: {message}");
+        assert!(!message.contains(SECRET_VALUE), "{message}");
+        assert_eq!(
+            f.history("node-agent-main", &ns),
+            before,
+            "{reason}: unchanged"
+        );
+    }
+    // Fixed: deployed again, with the new values as one new revision.
+    patch_spec(
+        &client,
+        &name,
+        json!({"collector": {"chart": null, "version": "1.0.0",
+                             "configuration": b64("logLevel: warn\n")}}),
+    )
+    .await;
+    ready_is(&client, &name, "True", "Deployed").await;
+    assert_eq!(f.history("node-agent-main", &ns).len(), before.len() + 1);
+    assert_no_leaks(f, &client, &[&name]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_or_edited_objects_of_a_release_come_back() {
+    let f = fixture().await;
+    let client = f.cluster.client();
+    let tenant = unique("drift");
+    let ns = tenant.clone();
+    let mut otel = collector(&unique("otel"), "otel", "0.1.0", &tenant, "replicas: 2\n");
+    otel.spec.collector.chart = Some(collector::resource::ChartOverride {
+        repository: None,
+        name: Some("collector".into()),
+    });
+    let agent = collector(&unique("agent"), "node-agent", "1.0.0", &tenant, "");
+    create(&client, &otel).await;
+    create(&client, &agent).await;
+    ready_is(
+        &client,
+        otel.metadata.name.as_deref().unwrap(),
+        "True",
+        "Deployed",
+    )
+    .await;
+    ready_is(
+        &client,
+        agent.metadata.name.as_deref().unwrap(),
+        "True",
+        "Deployed",
+    )
+    .await;
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), &ns);
+    let old = deployments.get("otel-main").await.unwrap().metadata.uid;
+    deployments
         .delete("otel-main", &DeleteParams::default())
         .await
-        .expect("deleted");
-    Api::<Deployment>::namespaced(client.clone(), "acme")
+        .unwrap();
+    let old_ds = daemonsets
+        .get("node-agent-main")
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    daemonsets
+        .delete("node-agent-main", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the Deployment is back", TIMEOUT, || async {
+        let d = deployments.get_opt("otel-main").await.ok()??;
+        (d.metadata.uid != old).then_some(())
+    })
+    .await;
+    eventually("the DaemonSet is back", TIMEOUT, || async {
+        let d = daemonsets.get_opt("node-agent-main").await.ok()??;
+        (d.metadata.uid != old_ds).then_some(())
+    })
+    .await;
+    // A hand edit of a field the chart sets is taken back.
+    deployments
         .patch(
             "otel-main",
             &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"replicas": 4}})),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
         )
         .await
-        .expect("scaled by hand");
-    eventually("drift corrected", TIMEOUT, || async {
-        services.get("otel-main").await.ok()?;
-        let replicas = deployment(&client, "acme").await?.spec?.replicas;
-        (replicas == Some(1)).then_some(())
+        .unwrap();
+    eventually("replicas are 2 again", TIMEOUT, || async {
+        let d = deployments.get("otel-main").await.ok()?;
+        (d.spec?.replicas == Some(2)).then_some(())
     })
     .await;
+}
 
-    // Removal: everything of the release goes, the finalizer last; the other tenant stays.
-    api.delete("acme-otel", &DeleteParams::default())
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_uninstalls_and_objects_of_others_are_never_touched() {
+    let f = fixture().await;
+    let client = f.cluster.client();
+    let tenant = unique("own");
+    let ns = tenant.clone();
+    ensure_namespace(&client, &ns).await;
+    // A Secret that was there first, with the name the project's chart gives its config.
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "otel-main-config", "namespace": ns},
+        "stringData": {"config.yaml": "theirs"}
+    }))
+    .unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let uid = secrets
+        .create(&PostParams::default(), &theirs)
         .await
-        .expect("deleted");
-    eventually("release removed, then the Collector", TIMEOUT, || async {
-        let gone = deployment(&client, "acme").await.is_none()
-            && services.get_opt("otel-main").await.ok()?.is_none()
-            && Api::<Secret>::namespaced(client.clone(), "acme")
-                .get_opt("otel-main-config")
-                .await
-                .ok()?
-                .is_none()
-            && api.get_opt("acme-otel").await.ok()?.is_none();
-        gone.then_some(())
-    })
-    .await;
+        .unwrap()
+        .metadata
+        .uid;
+    let mut otel = collector(&unique("otel"), "otel", "0.1.0", &tenant, "");
+    otel.spec.collector.chart = Some(collector::resource::ChartOverride {
+        repository: None,
+        name: Some("collector".into()),
+    });
+    let otel_name = otel.metadata.name.clone().unwrap();
+    create(&client, &otel).await;
+    let message = ready_is(&client, &otel_name, "False", "Conflict").await;
     assert!(
-        deployment(&client, "other").await.is_some(),
-        "the other tenant is untouched"
+        message.contains("Secret \"otel-main-config\"") && message.contains("cannot be imported"),
+        "{message}"
     );
-    runtime.shutdown.cancel();
-    cluster.shutdown().await;
-}
+    let agent = collector(&unique("agent"), "node-agent", "1.0.0", &tenant, "");
+    let agent_name = agent.metadata.name.clone().unwrap();
+    create(&client, &agent).await;
+    ready_is(&client, &agent_name, "True", "Deployed").await;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_stalls_with_the_exact_problem_and_recovers() {
-    let (cluster, runtime) = setup(false).await;
-    let client = cluster.client();
-    let api: Api<Collector> = Api::all(client.clone());
-    api.create(
-        &PostParams::default(),
-        &collector("acme-otel", "Acme", "1.0.0", ""),
-    )
-    .await
-    .expect("created");
-    let message = ready(&client, "acme-otel").await;
-    assert!(message.contains("ServiceMonitor skipped"), "{message}");
-
-    let cases = [
-        (
-            "not base64 !!",
-            "spec.collector.configuration is not valid base64",
-        ),
-        (
-            &b64("replicas: [1\n") as &str,
-            "spec.collector.configuration is not valid YAML",
-        ),
-        (
-            &b64("replicas: secret-value\n"),
-            "values.replicas: wrong type or value, expected",
-        ),
-    ];
-    for (configuration, expected) in cases {
-        patch_spec(
-            &client,
-            "acme-otel",
-            json!({"configuration": configuration}),
-        )
-        .await;
-        let (_, reason, message) = eventually(expected, TIMEOUT, || async {
-            condition(&client, "acme-otel", "Stalled")
-                .await
-                .filter(|c| c.0 == "True" && c.2.starts_with(expected))
+    let collectors = Api::<Collector>::all(client.clone());
+    for name in [&otel_name, &agent_name] {
+        collectors
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for name in [&otel_name, &agent_name] {
+        eventually(&format!("{name} is gone"), TIMEOUT, || async {
+            collectors.get_opt(name).await.ok()?.is_none().then_some(())
         })
         .await;
-        assert_eq!(reason, "InvalidSpec");
-        assert!(!message.contains("secret-value"), "{message}");
     }
-    // Nothing half-applied: the last good release is untouched.
-    assert_eq!(
-        deployment(&client, "acme")
+    assert!(f.releases(&ns).is_empty(), "every release uninstalled");
+    eventually("the DaemonSet is gone", TIMEOUT, || async {
+        Api::<DaemonSet>::namespaced(client.clone(), &ns)
+            .get_opt("node-agent-main")
             .await
-            .and_then(|d| d.spec?.replicas),
-        Some(1)
-    );
-    api.patch(
-        "acme-otel",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"collector": {"configuration": ""},
-                                       "tenant": {"reference": "Not A Namespace"}}})),
-    )
-    .await
-    .expect("patched");
-    eventually("bad tenant reference", TIMEOUT, || async {
-        condition(&client, "acme-otel", "Stalled")
-            .await
-            .filter(|c| {
-                c.0 == "True" && c.2.starts_with("spec.tenant.reference \"Not A Namespace\"")
-            })
+            .ok()?
+            .is_none()
+            .then_some(())
     })
     .await;
-    api.patch(
-        "acme-otel",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"tenant": {"reference": "Acme"}}})),
-    )
-    .await
-    .expect("fixed");
-    ready(&client, "acme-otel").await;
-    let stalled = condition(&client, "acme-otel", "Stalled")
+    let kept = secrets
+        .get("otel-main-config")
         .await
-        .expect("Stalled");
-    assert_eq!(stalled.0, "False");
-    runtime.shutdown.cancel();
-    cluster.shutdown().await;
+        .expect("their Secret stays");
+    assert_eq!(kept.metadata.uid, uid, "never deleted or replaced");
+    let labels = kept.metadata.labels.unwrap_or_default();
+    assert!(
+        !labels.contains_key("app.kubernetes.io/managed-by"),
+        "never adopted"
+    );
 }
 
-/// Once a release is installed and rolled out, nothing is written while nothing changes: the
-/// real API server defaults every object of the release, and an operator comparing what it
-/// wants with what it reads could otherwise write forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reconciled_release_causes_no_writes() {
-    let (cluster, runtime) = setup(true).await;
-    let client = cluster.client();
-    let api: Api<Collector> = Api::all(client.clone());
-    let config = b64("config: |\n  receivers: {otlp: {}}\nreplicas: 2\n");
-    api.create(
-        &PostParams::default(),
-        &collector("acme-otel", "Acme", "0.98.0", &config),
-    )
-    .await
-    .expect("created");
-    ready(&client, "acme-otel").await;
-    cluster
-        .kubectl_runner()
-        .expect("kubectl")
-        .run(&[
-            "-n",
-            "acme",
-            "rollout",
-            "status",
-            "deployment/otel-main",
-            "--timeout=60s",
-        ])
-        .await;
-    cluster
-        .assert_quiet_for(Duration::from_secs(30), |r| {
-            r.namespace == "acme" || r.resource == "collectors"
-        })
-        .await;
-    runtime.shutdown.cancel();
-    cluster.shutdown().await;
+async fn a_chart_from_an_oci_registry_becomes_a_release() {
+    let f = fixture().await;
+    let client = f.cluster.client();
+    let tenant = unique("oci");
+    let mut c = collector(
+        &unique("oci"),
+        "node-agent",
+        "1.0.0",
+        &tenant,
+        "logLevel: warn\n",
+    );
+    c.spec.collector.chart = Some(collector::resource::ChartOverride {
+        repository: Some(f.oci.clone()),
+        name: None,
+    });
+    let name = c.metadata.name.clone().unwrap();
+    create(&client, &c).await;
+    ready_is(&client, &name, "True", "Deployed").await;
+    let releases = f.releases(&tenant);
+    assert_eq!(releases.len(), 1, "{releases:?}");
+    assert_eq!(releases[0]["chart"], "node-agent-1.0.0");
+    assert_eq!(releases[0]["status"], "deployed");
+    // A version the registry does not have.
+    patch_spec(&client, &name, json!({"collector": {"version": "1.0.7"}})).await;
+    let message = ready_is(&client, &name, "False", "ChartNotFound").await;
+    assert!(message.contains("not found"), "{message}");
+    assert_eq!(f.history("node-agent-main", &tenant).len(), 1, "unchanged");
+}
+
+/// No credential and no value in the operator's logs, the Collectors' status and events, or
+/// helm's command lines.
+async fn assert_no_leaks(f: &Fixture, client: &Client, names: &[&str]) {
+    let logs = String::from_utf8_lossy(&f.logs.lock().unwrap()).into_owned();
+    assert!(!logs.is_empty(), "the operator logged");
+    let argv = std::fs::read_to_string(&f.argv_log).expect("helm ran");
+    let mut texts = vec![("logs", logs), ("helm command lines", argv)];
+    for name in names {
+        let c = Api::<Collector>::all(client.clone())
+            .get(name)
+            .await
+            .unwrap();
+        texts.push(("status", serde_json::to_string(&c.status).unwrap()));
+    }
+    let events = Api::<Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    texts.push(("events", serde_json::to_string(&events.items).unwrap()));
+    for (what, text) in texts {
+        for secret in [PASSWORD, SECRET_VALUE, &b64(&format!("{USER}:{PASSWORD}"))] {
+            assert!(!text.contains(secret), "{what} contain a secret");
+        }
+    }
 }

@@ -5,12 +5,14 @@
 //!   binaries and CI share one installation.
 //! - [`gotools`]: the real control plane, kwok, kubectl and helm, built once from the pinned Go
 //!   modules under `tools/`.
+//! - [`chartrepo`]: a Helm chart repository (charts packaged by helm, served over HTTP).
 //! - [`kafka::Broker`]: a real Kafka-compatible broker (tansu) to start, stop and restart.
 //! - [`kubectl::Kubectl`]: the real kubectl, run without blocking the test's runtime.
 //! - [`netns::Netns`]: network namespaces (root + iproute2) that tests create and remove.
 //! - [`rbac`]: what a ServiceAccount is granted, what it used (an audit log), and the difference.
 //! - [`eventually`]: waits for a condition with a deadline (tests never sleep and hope).
 
+pub mod chartrepo;
 pub mod gotools;
 pub mod kafka;
 pub mod kubectl;

@@ -196,12 +196,19 @@ impl<'a> AuditedRequest<'a> {
         )
     }
 
-    /// Whether the request could change something.
+    /// Whether the request could change something (a dry run cannot).
     pub fn is_write(&self) -> bool {
         matches!(
             self.verb,
             "create" | "update" | "patch" | "delete" | "deletecollection"
-        )
+        ) && !self.is_dry_run()
+    }
+
+    /// Whether the request asked for a dry run (`?dryRun=All`): checked, never persisted.
+    pub fn is_dry_run(&self) -> bool {
+        self.path
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.starts_with("dryRun=")))
     }
 }
 

@@ -184,7 +184,7 @@ impl Ctx {
         self.end(r)?;
         self.begin(
             story::COLLECTOR,
-            "a Collector renders into its tenant namespace",
+            "a Collector becomes a Helm release in its tenant namespace",
         );
         let r = story::collector(self).await;
         self.end(r)?;

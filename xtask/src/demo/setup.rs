@@ -408,6 +408,25 @@ pub async fn operators(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
         if name == "kafkanotify" {
             cmd.args(["--kafka-brokers", &brokers]);
         }
+        if name == "collector" {
+            // helm runs with the operator's kubeconfig (its ServiceAccount), as in a pod.
+            let (repository, helm) = chart_repository(ctx).await?;
+            cmd.args(["--chart-repository", &repository])
+                .arg("--helm")
+                .arg(helm)
+                .arg("--helm-home")
+                .arg(ctx.dir.join("collector-helm"));
+            if ctx.flavor == localcluster::Flavor::Dev {
+                // devcluster serves plain HTTP, and client-go (helm) sends no credentials over
+                // plain HTTP, where devcluster takes a request without any for the
+                // administrator's. helm impersonates the operator's ServiceAccount instead, so
+                // RBAC and the audit see the identity helm has in a pod.
+                cmd.env(
+                    "HELM_KUBEASUSER",
+                    format!("system:serviceaccount:{NAMESPACE}:{name}"),
+                );
+            }
+        }
         let log = ctx.procs.spawn(name, cmd)?;
         started.push((name, admin, log));
     }
@@ -431,6 +450,34 @@ pub async fn operators(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
         ));
     }
     Ok(None)
+}
+
+/// The chart version the demo publishes `deploy/charts/collector` as.
+pub const COLLECTOR_CHART_VERSION: &str = "0.1.0";
+
+/// Packages the project's collector chart with helm (built from its pinned module if needed)
+/// and serves it as an HTTP chart repository for the rest of the demo; returns the
+/// repository's URL and helm's path.
+async fn chart_repository(ctx: &mut Ctx) -> anyhow::Result<(String, PathBuf)> {
+    let helm =
+        tokio::task::spawn_blocking(|| testkit::gotools::binary(&testkit::gotools::HELM, "helm"))
+            .await??;
+    let repo = ctx.dir.join("charts");
+    let chart = ctx.root.join("deploy").join("charts").join("collector");
+    let (h, r, c) = (helm.clone(), repo.clone(), chart.clone());
+    tokio::task::spawn_blocking(move || {
+        testkit::chartrepo::package(&h, &[(&c, COLLECTOR_CHART_VERSION)], &r)
+    })
+    .await??;
+    let addr = testkit::chartrepo::serve(repo, None)
+        .await
+        .context("serving the chart repository")?;
+    let url = format!("http://{addr}");
+    ctx.out.ok(&format!(
+        "chart repository {url}: deploy/charts/collector as collector-{COLLECTOR_CHART_VERSION} \
+         (helm package + helm repo index)"
+    ));
+    Ok((url, helm))
 }
 
 /// `kubectl apply --server-side -k deploy/samples`.

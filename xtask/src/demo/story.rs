@@ -520,10 +520,16 @@ fn peers_summary(peers: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The kinds every collector release has (a ServiceMonitor only where its CRD is served).
-const RELEASE_KINDS: &[&str] = &["ServiceAccount", "Secret", "Deployment", "Service"];
+/// The objects of a release of the project's chart (`deploy/charts/collector`) for release
+/// `<name>`: `(kind, name)`. Its ServiceMonitor only exists where the CRD is served.
+const RELEASE_OBJECTS: &[(&str, &str)] = &[
+    ("ServiceAccount", ""),
+    ("Secret", "-config"),
+    ("Deployment", ""),
+    ("Service", ""),
+];
 
-/// The Collector renders its release into the tenant namespace.
+/// The Collector's Helm release is deployed in the tenant namespace.
 pub async fn collector(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
     let kubectl = ctx.kubectl.clone();
     let collector = poll(
@@ -542,45 +548,55 @@ pub async fn collector(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
         .context("Collector acme-otel has no status.targetNamespace")?
         .to_owned();
     ctx.out.ok(&format!(
-        "Collector acme-otel Ready: release {} version {} in namespace {namespace}",
+        "Collector acme-otel Ready: Helm release {} (chart {}-{}, revision {}) in namespace \
+         {namespace}",
         text(&collector, "/status/releaseName").unwrap_or("?"),
+        text(&collector, "/status/chart").unwrap_or("?"),
         text(&collector, "/status/deployedVersion").unwrap_or("?"),
+        collector
+            .pointer("/status/helmRevision")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
     ));
-    let inventory = inventory(&collector);
-    let missing: Vec<&&str> = RELEASE_KINDS
-        .iter()
-        .filter(|k| !inventory.iter().any(|(kind, _, _)| kind == *k))
-        .collect();
-    if !missing.is_empty() {
-        bail!("the release's inventory lacks {:?}: {inventory:?}", missing);
-    }
-    for (kind, ns, name) in &inventory {
-        let mut args = vec![kind.as_str(), name.as_str()];
-        if let Some(ns) = ns {
-            args.extend(["-n", ns.as_str()]);
+    for (kind, ns, name) in release_objects(&collector) {
+        let ns = ns.unwrap_or_default();
+        let object = kubectl
+            .get(&[kind.as_str(), name.as_str(), "-n", ns.as_str()])
+            .await?
+            .with_context(|| format!("{kind} {ns}/{name} of the release does not exist"))?;
+        let owner = text(&object, "/metadata/annotations/meta.helm.sh~1release-name");
+        if owner != Some(name_of_release(&collector)) {
+            bail!("{kind} {ns}/{name} does not carry the release's helm annotation: {owner:?}");
         }
-        if kubectl.get(&args).await?.is_none() {
-            bail!("{kind} {name} is in the inventory but does not exist");
-        }
-        let place = ns.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
-        ctx.out.ok(&format!("{kind} {place}{name}"));
+        ctx.out.ok(&format!(
+            "{kind} {ns}/{name} (helm release {})",
+            name_of_release(&collector)
+        ));
     }
     Ok(None)
 }
 
-/// `(kind, namespace, name)` of each entry of `status.inventory`.
-pub fn inventory(object: &Value) -> Vec<(String, Option<String>, String)> {
-    object
-        .pointer("/status/inventory")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some((
-                text(e, "/kind")?.to_owned(),
-                text(e, "/namespace").map(str::to_owned),
-                text(e, "/name")?.to_owned(),
-            ))
+fn name_of_release(collector: &Value) -> &str {
+    text(collector, "/status/releaseName").unwrap_or_default()
+}
+
+/// `(kind, namespace, name)` of each object of the Collector's release of the project's chart,
+/// from its status.
+pub fn release_objects(collector: &Value) -> Vec<(String, Option<String>, String)> {
+    let (Some(release), Some(namespace)) = (
+        text(collector, "/status/releaseName"),
+        text(collector, "/status/targetNamespace"),
+    ) else {
+        return Vec::new();
+    };
+    RELEASE_OBJECTS
+        .iter()
+        .map(|(kind, suffix)| {
+            (
+                (*kind).to_owned(),
+                Some(namespace.to_owned()),
+                format!("{release}{suffix}"),
+            )
         })
         .collect()
 }
@@ -598,7 +614,7 @@ pub async fn teardown(ctx: &mut Ctx) -> anyhow::Result<Option<String>> {
         .get(&["collector", "acme-otel"])
         .await?
         .context("Collector acme-otel is missing")?;
-    let released = inventory(&collector);
+    let released = release_objects(&collector);
     // The Collector is cluster-scoped (it names its tenant namespace).
     let resources: [&[&str]; 4] = [
         &["edgeapplication", EDGE_APP, "-n", EDGE_NS],
@@ -838,20 +854,26 @@ mod tests {
     }
 
     #[test]
-    fn the_inventory_lists_kind_namespace_and_name() {
-        let c = json!({"status": {"inventory": [
-            {"version": "v1", "kind": "Secret", "namespace": "acme", "name": "otel-main"},
-            {"group": "apps", "version": "v1", "kind": "Deployment", "namespace": "acme",
-             "name": "otel-main"},
-            {"kind": "Broken"}
-        ]}});
+    fn the_release_objects_come_from_the_status() {
+        let c = json!({"status": {"releaseName": "otel-main", "targetNamespace": "acme"}});
         assert_eq!(
-            inventory(&c),
+            release_objects(&c),
             vec![
-                ("Secret".into(), Some("acme".into()), "otel-main".into()),
+                (
+                    "ServiceAccount".into(),
+                    Some("acme".into()),
+                    "otel-main".into()
+                ),
+                (
+                    "Secret".into(),
+                    Some("acme".into()),
+                    "otel-main-config".into()
+                ),
                 ("Deployment".into(), Some("acme".into()), "otel-main".into()),
+                ("Service".into(), Some("acme".into()), "otel-main".into()),
             ]
         );
+        assert!(release_objects(&json!({"status": {}})).is_empty());
     }
 
     #[test]
