@@ -248,6 +248,8 @@ pub struct Config {
 pub struct Helm {
     config: Config,
     fetching: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The user helm impersonates in the cluster (`--kube-as-user`), if any.
+    as_user: Option<String>,
 }
 
 /// An install or upgrade.
@@ -260,8 +262,6 @@ pub struct Upgrade<'a> {
     pub chart: &'a Path,
     /// The values.
     pub values: &'a Value,
-    /// Act as this user (`--kube-as-user`), e.g. a tenant's ServiceAccount.
-    pub impersonate: Option<&'a str>,
     /// The release description helm records.
     pub description: &'a str,
 }
@@ -289,7 +289,18 @@ impl Helm {
         Ok(Self {
             config,
             fetching: Default::default(),
+            as_user: None,
         })
+    }
+
+    /// This runner, with every call to the cluster made as `user` (`--kube-as-user`), e.g. a
+    /// tenant's ServiceAccount, so a release can do only what that user may. Fetching charts is
+    /// not affected.
+    pub fn acting_as(&self, user: Option<String>) -> Self {
+        Self {
+            as_user: user,
+            ..self.clone()
+        }
     }
 
     /// The configuration.
@@ -474,7 +485,7 @@ impl Helm {
             u.values.to_string().as_bytes(),
         )
         .map_err(HelmError::Files)?;
-        let mut args: Vec<OsString> = vec![
+        let args: Vec<OsString> = vec![
             "upgrade".into(),
             "--install".into(),
             u.release.into(),
@@ -497,9 +508,6 @@ impl Helm {
             "--output".into(),
             "json".into(),
         ];
-        if let Some(user) = u.impersonate {
-            args.extend(["--kube-as-user".into(), user.into()]);
-        }
         #[derive(Deserialize)]
         struct Installed {
             version: i64,
@@ -520,9 +528,8 @@ impl Helm {
         release: &str,
         namespace: &str,
         revision: i64,
-        impersonate: Option<&str>,
     ) -> Result<(), HelmError> {
-        let mut args: Vec<OsString> = vec![
+        let args: Vec<OsString> = vec![
             "rollback".into(),
             release.into(),
             revision.to_string().into(),
@@ -534,20 +541,12 @@ impl Helm {
             "--timeout".into(),
             format!("{}s", self.config.timeout.as_secs()).into(),
         ];
-        if let Some(user) = impersonate {
-            args.extend(["--kube-as-user".into(), user.into()]);
-        }
         self.run("rollback", &args).await.map(drop)
     }
 
     /// `helm uninstall`; a release that is already gone is not an error.
-    pub async fn uninstall(
-        &self,
-        release: &str,
-        namespace: &str,
-        impersonate: Option<&str>,
-    ) -> Result<(), HelmError> {
-        let mut args: Vec<OsString> = vec![
+    pub async fn uninstall(&self, release: &str, namespace: &str) -> Result<(), HelmError> {
+        let args: Vec<OsString> = vec![
             "uninstall".into(),
             release.into(),
             "--namespace".into(),
@@ -556,9 +555,6 @@ impl Helm {
             "--timeout".into(),
             format!("{}s", self.config.timeout.as_secs()).into(),
         ];
-        if let Some(user) = impersonate {
-            args.extend(["--kube-as-user".into(), user.into()]);
-        }
         self.run("uninstall", &args).await.map(drop)
     }
 
@@ -583,7 +579,12 @@ impl Helm {
     ) -> Result<String, HelmError> {
         let home = &self.config.home;
         let mut cmd = tokio::process::Command::new(&self.config.binary);
-        cmd.args(args)
+        cmd.args(args);
+        let fetching = command == "pull" || command == "repo update";
+        if let (Some(user), false) = (&self.as_user, fetching) {
+            cmd.args(["--kube-as-user", user]);
+        }
+        cmd
             .env("HELM_CACHE_HOME", home.join("cache"))
             .env("HELM_CONFIG_HOME", home.join("config"))
             .env("HELM_DATA_HOME", home.join("data"))

@@ -45,7 +45,10 @@ pub enum LiveError {
 
 /// Reads objects and remembers which API resource each kind is.
 pub struct Inspector {
+    config: kube::Config,
     client: Client,
+    /// Clients impersonating a tenant's ServiceAccount, by user name.
+    impersonating: Mutex<HashMap<String, Client>>,
     kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, Scope)>>,
 }
 
@@ -66,21 +69,45 @@ pub fn parse_manifest(manifest: &str) -> Result<Vec<DynamicObject>, LiveError> {
 }
 
 impl Inspector {
-    /// An inspector using `client`.
-    pub fn new(client: Client) -> Self {
-        Self {
-            client,
+    /// An inspector connecting with `config` (impersonating a tenant when asked to).
+    pub fn new(config: kube::Config) -> Result<Self, kube::Error> {
+        Ok(Self {
+            client: Client::try_from(config.clone())?,
+            config,
+            impersonating: Mutex::new(HashMap::new()),
             kinds: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    /// Checks every object of `manifest` (release `release`, in `namespace`).
+    /// The client acting as `user`, or as the operator.
+    fn client_as(&self, user: Option<&str>) -> Result<Client, kube::Error> {
+        let Some(user) = user else {
+            return Ok(self.client.clone());
+        };
+        let mut clients = self.impersonating.lock().expect("not poisoned");
+        if let Some(client) = clients.get(user) {
+            return Ok(client.clone());
+        }
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.to_owned());
+        let client = Client::try_from(config)?;
+        clients.insert(user.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Checks every object of `manifest` (release `release`, in `namespace`), acting as
+    /// `as_user` (a tenant's ServiceAccount) when given.
     pub async fn observe(
         &self,
         manifest: &str,
         release: &str,
         namespace: &str,
+        as_user: Option<&str>,
     ) -> Result<Observed, LiveError> {
+        let client = self.client_as(as_user).map_err(|source| LiveError::Kube {
+            object: format!("a client acting as {}", as_user.unwrap_or("the operator")),
+            source,
+        })?;
         let mut observed = Observed::default();
         for mut object in parse_manifest(manifest)? {
             mark_as_helm_does(&mut object, release, namespace);
@@ -99,11 +126,11 @@ impl Inspector {
                 })?;
             let api: Api<DynamicObject> = match scope {
                 Scope::Namespaced => Api::namespaced_with(
-                    self.client.clone(),
+                    client.clone(),
                     object.namespace().as_deref().unwrap_or(namespace),
                     &ar,
                 ),
-                Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+                Scope::Cluster => Api::all_with(client.clone(), &ar),
             };
             let kube_err = |source| LiveError::Kube {
                 object: label.clone(),

@@ -106,13 +106,18 @@ async fn main() -> anyhow::Result<()> {
     else {
         return Ok(());
     };
+    // The same configuration operator-core's client was built from, for the clients that
+    // impersonate tenants.
+    let kube_config = kube::Config::infer()
+        .await
+        .context("the cluster's client configuration")?;
     let ctx = Context {
         runtime: launched.runtime.clone(),
         overlays,
         repository,
         credentials: cli.chart_repository_secret,
         helm,
-        inspector: Inspector::new(launched.runtime.client.clone()),
+        inspector: Inspector::new(kube_config).context("the cluster's client configuration")?,
         tenant_service_account: cli.tenant_service_account,
     };
     let settings = cli.common.settings();

@@ -117,7 +117,12 @@ where
 }
 
 /// Runs the operator until the runtime shuts down.
+///
+/// With `--tenant-service-account` the operator does not watch Secrets (listing them, even
+/// their metadata, needs the right to read every Secret): a release's Secrets are checked at
+/// each reconcile and at the periodic re-check instead.
 pub async fn run(runtime: Arc<Runtime>, ctx: Context, settings: Settings) {
+    let watch_secrets = ctx.tenant_service_account.is_none();
     let client = runtime.client.clone();
     let watch_client = client.clone();
     operator_core::run(
@@ -131,8 +136,12 @@ pub async fn run(runtime: Arc<Runtime>, ctx: Context, settings: Settings) {
             let controller = watch_helm_objects::<StatefulSet>(controller, c);
             let controller = watch_helm_objects::<Service>(controller, c);
             let controller = watch_helm_objects::<ConfigMap>(controller, c);
-            let controller = watch_helm_objects::<Secret>(controller, c);
-            watch_helm_objects::<ServiceAccount>(controller, c)
+            let controller = watch_helm_objects::<ServiceAccount>(controller, c);
+            if watch_secrets {
+                watch_helm_objects::<Secret>(controller, c)
+            } else {
+                controller
+            }
         },
         reconcile::reconcile,
         Arc::new(ctx),

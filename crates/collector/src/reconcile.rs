@@ -238,7 +238,8 @@ async fn install(c: &Collector, ctx: &Context) -> Result<Action, Error> {
     round.status.release_name = Some(d.release.clone());
     round.status.target_namespace = Some(d.namespace.clone());
     ensure_namespace(ctx, &d.namespace).await?;
-    let helm = &ctx.helm;
+    let as_user = tenant_user(ctx, &d.namespace);
+    let helm = &ctx.helm.acting_as(as_user.clone());
     let live = helm
         .release(&d.release, &d.namespace)
         .await
@@ -252,7 +253,7 @@ async fn install(c: &Collector, ctx: &Context) -> Result<Action, Error> {
             .map_err(|e| Error::Helm(round.redact(&e.to_string())))?;
         observed = ctx
             .inspector
-            .observe(&manifest, &d.release, &d.namespace)
+            .observe(&manifest, &d.release, &d.namespace, as_user.as_deref())
             .await?;
         plan = desired::plan(
             &d,
@@ -261,10 +262,6 @@ async fn install(c: &Collector, ctx: &Context) -> Result<Action, Error> {
             round.status.history.last(),
         );
     }
-    let impersonate = ctx
-        .tenant_service_account
-        .as_ref()
-        .map(|sa| format!("system:serviceaccount:{}:{sa}", d.namespace));
     match plan {
         Plan::UpToDate => report(&mut round, &d, live.as_ref(), &observed).await,
         Plan::Hold(message) => {
@@ -281,13 +278,11 @@ async fn install(c: &Collector, ctx: &Context) -> Result<Action, Error> {
             let (action, result) = match last_good {
                 Some(revision) => (
                     "Rollback",
-                    helm.rollback(&d.release, &d.namespace, revision, impersonate.as_deref())
-                        .await,
+                    helm.rollback(&d.release, &d.namespace, revision).await,
                 ),
                 None => (
                     "Uninstall",
-                    helm.uninstall(&d.release, &d.namespace, impersonate.as_deref())
-                        .await,
+                    helm.uninstall(&d.release, &d.namespace).await,
                 ),
             };
             let outcome = if result.is_ok() { OUTCOME_SUCCEEDED } else { OUTCOME_RETRYING };
@@ -307,7 +302,7 @@ async fn install(c: &Collector, ctx: &Context) -> Result<Action, Error> {
                 Plan::Upgrade(why) => ("Upgrade", why.clone()),
                 _ => ("Install", "new release".to_owned()),
             };
-            deploy(&mut round, &d, live.as_ref(), action, &why, impersonate.as_deref()).await
+            deploy(&mut round, helm, &d, live.as_ref(), action, &why).await
         }
     }
 }
@@ -315,11 +310,11 @@ async fn install(c: &Collector, ctx: &Context) -> Result<Action, Error> {
 /// Installs or upgrades, and handles the outcome.
 async fn deploy(
     round: &mut Round<'_>,
+    helm: &Helm,
     d: &Desired,
     live: Option<&Live>,
     action: &str,
     why: &str,
-    impersonate: Option<&str>,
 ) -> Result<Action, Error> {
     let ctx = round.ctx;
     let credentials = if d.chart.with_credentials {
@@ -361,10 +356,9 @@ async fn deploy(
         namespace: &d.namespace,
         chart: &chart,
         values: &d.values,
-        impersonate,
         description: &description,
     };
-    match ctx.helm.upgrade(&upgrade).await {
+    match helm.upgrade(&upgrade).await {
         Ok(revision) => {
             let message = format!("{} revision {revision} ({why})", verb_past(action));
             let attempt = round.attempt(d, action, OUTCOME_SUCCEEDED, message.clone());
@@ -378,36 +372,34 @@ async fn deploy(
                     format!("{} {}: {message}", d.release, d.chart),
                 )
                 .await;
-            let manifest = ctx
-                .helm
+            let manifest = helm
                 .manifest(&d.release, &d.namespace)
                 .await
                 .map_err(|e| Error::Helm(round.redact(&e.to_string())))?;
+            let as_user = tenant_user(ctx, &d.namespace);
             let observed = ctx
                 .inspector
-                .observe(&manifest, &d.release, &d.namespace)
+                .observe(&manifest, &d.release, &d.namespace, as_user.as_deref())
                 .await?;
-            let live = ctx
-                .helm
+            let live = helm
                 .release(&d.release, &d.namespace)
                 .await
                 .map_err(|e| Error::Helm(round.redact(&e.to_string())))?;
             report(round, d, live.as_ref(), &observed).await
         }
-        Err(e) => failed(round, d, live, action, e, impersonate).await,
+        Err(e) => failed(round, helm, d, live, action, e).await,
     }
 }
 
 /// A failed install or upgrade: held, retried, or rolled back, by what failed.
 async fn failed(
     round: &mut Round<'_>,
+    helm: &Helm,
     d: &Desired,
     live: Option<&Live>,
     action: &str,
     e: HelmError,
-    impersonate: Option<&str>,
 ) -> Result<Action, Error> {
-    let ctx = round.ctx;
     match e.failure() {
         Failure::SchemaInvalid => {
             let text = format!(
@@ -434,14 +426,12 @@ async fn failed(
             // remediation), or remove a release that never worked (its install remediation).
             let last_good = live.and_then(|l| l.last_good);
             let remedy = match last_good {
-                Some(revision) => ctx
-                    .helm
-                    .rollback(&d.release, &d.namespace, revision, impersonate)
+                Some(revision) => helm
+                    .rollback(&d.release, &d.namespace, revision)
                     .await
                     .map(|()| format!("rolled back to revision {revision}")),
-                None => ctx
-                    .helm
-                    .uninstall(&d.release, &d.namespace, impersonate)
+                None => helm
+                    .uninstall(&d.release, &d.namespace)
                     .await
                     .map(|()| "the failed release was uninstalled".to_owned()),
             };
@@ -449,8 +439,7 @@ async fn failed(
             let text = format!("{action} to {} failed: {e}; {remedy}", d.chart);
             let attempt = round.attempt(d, action, OUTCOME_FAILED, text.clone());
             round.status.history = desired::record(&round.status.history, attempt);
-            if let Some(live) = ctx
-                .helm
+            if let Some(live) = helm
                 .release(&d.release, &d.namespace)
                 .await
                 .ok()
@@ -522,6 +511,14 @@ async fn report(
     }
 }
 
+/// The user helm and the drift check act as in `namespace`: the tenant's ServiceAccount with
+/// `--tenant-service-account`, else the operator itself.
+fn tenant_user(ctx: &Context, namespace: &str) -> Option<String> {
+    ctx.tenant_service_account
+        .as_ref()
+        .map(|sa| format!("system:serviceaccount:{namespace}:{sa}"))
+}
+
 /// Applies the tenant's namespace (not part of the release: it outlives it).
 async fn ensure_namespace(ctx: &Context, namespace: &str) -> Result<(), Error> {
     let api = Api::<Namespace>::all(ctx.runtime.client.clone());
@@ -565,12 +562,9 @@ async fn uninstall(c: &Collector, ctx: &Context) -> Result<Action, Error> {
         _ => named,
     };
     if let Some((release, namespace)) = target {
-        let impersonate = ctx
-            .tenant_service_account
-            .as_ref()
-            .map(|sa| format!("system:serviceaccount:{namespace}:{sa}"));
         ctx.helm
-            .uninstall(&release, &namespace, impersonate.as_deref())
+            .acting_as(tenant_user(ctx, &namespace))
+            .uninstall(&release, &namespace)
             .await
             .map_err(|e| Error::Helm(e.to_string()))?;
         tracing::info!(collector = %c.name_any(), %release, %namespace, "release uninstalled");

@@ -47,6 +47,8 @@ struct Fixture {
     helm: PathBuf,
     /// The admin kubeconfig.
     kubeconfig: PathBuf,
+    /// The packaged charts.
+    repo_dir: PathBuf,
 }
 
 static FIXTURE: tokio::sync::OnceCell<Fixture> = tokio::sync::OnceCell::const_new();
@@ -205,6 +207,7 @@ async fn start() -> Fixture {
     // runtime ends with its test.
     let (tx, rx) = tokio::sync::oneshot::channel();
     let serve_dir = repo_dir.clone();
+    let repo_dir = repo_dir.clone();
     let helm_home = dir.join("helm-home");
     let helm_kubeconfig = kubeconfig.clone();
     std::thread::spawn(move || {
@@ -241,7 +244,7 @@ async fn start() -> Fixture {
                     cache_max_bytes: 64 << 20,
                 })
                 .unwrap(),
-                inspector: Inspector::new(runtime.client.clone()),
+                inspector: Inspector::new(cluster.config()).unwrap(),
                 tenant_service_account: None,
             };
             tx.send(()).unwrap();
@@ -252,6 +255,7 @@ async fn start() -> Fixture {
     Fixture {
         cluster,
         oci,
+        repo_dir,
         argv_log,
         logs,
         helm,
@@ -856,6 +860,99 @@ async fn a_chart_from_an_oci_registry_becomes_a_release() {
     let message = ready_is(&client, &name, "False", "ChartNotFound").await;
     assert!(message.contains("not found"), "{message}");
     assert_eq!(f.history("node-agent-main", &tenant).len(), 1, "unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_service_account_bounds_what_a_release_may_do() {
+    let f = fixture().await;
+    let client = f.cluster.client();
+    let ns = unique("tenant");
+    ensure_namespace(&client, &ns).await;
+    // The tenant's ServiceAccount may keep helm's records and create what the DaemonSet chart
+    // renders, nothing more.
+    for object in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "collector-tenant", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "collector-tenant", "namespace": ns},
+               "rules": [
+                   {"apiGroups": [""], "resources": ["secrets", "configmaps"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+                   {"apiGroups": ["apps"], "resources": ["daemonsets"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "collector-tenant", "namespace": ns},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "collector-tenant"},
+               "subjects": [{"kind": "ServiceAccount", "name": "collector-tenant",
+                             "namespace": ns}]}),
+    ] {
+        let kind = object["kind"].as_str().unwrap().to_owned();
+        let ar = match kind.as_str() {
+            "ServiceAccount" => kube::api::ApiResource::erase::<
+                k8s_openapi::api::core::v1::ServiceAccount,
+            >(&()),
+            "Role" => kube::api::ApiResource::erase::<k8s_openapi::api::rbac::v1::Role>(&()),
+            _ => kube::api::ApiResource::erase::<k8s_openapi::api::rbac::v1::RoleBinding>(&()),
+        };
+        let object: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+        Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+    let user = format!("system:serviceaccount:{ns}:collector-tenant");
+    let home = tempfile::tempdir().unwrap();
+    let helm = Helm::new(Config {
+        binary: f.helm.clone(),
+        home: home.path().to_owned(),
+        kubeconfig: Some(f.kubeconfig.clone()),
+        timeout: Duration::from_secs(60),
+        history_max: 5,
+        plain_http: false,
+        cache_max_bytes: 1 << 20,
+    })
+    .unwrap()
+    .acting_as(Some(user.clone()));
+    let upgrade = |release: &'static str, chart: &'static str| collector::helm::Upgrade {
+        release,
+        namespace: &ns,
+        chart: Box::leak(f.repo_dir.join(chart).into_boxed_path()),
+        values: Box::leak(Box::new(json!({}))),
+        description: "tenant test",
+    };
+    let revision = helm
+        .upgrade(&upgrade("node-agent-main", "node-agent-1.0.0.tgz"))
+        .await
+        .expect("the tenant may install the DaemonSet chart");
+    assert_eq!(revision, 1);
+    let err = helm
+        .upgrade(&upgrade("otel-main", "collector-0.1.0.tgz"))
+        .await
+        .expect_err("the tenant may not create Deployments or Services");
+    let message = err.to_string();
+    assert!(message.contains("forbidden") && message.contains(&user), "{message}");
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("otel-main")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The drift check reads and dry-run applies as the tenant too.
+    let inspector = Inspector::new(f.cluster.config()).unwrap();
+    let manifest = helm.manifest("node-agent-main", &ns).await.unwrap();
+    let observed = inspector
+        .observe(&manifest, "node-agent-main", &ns, Some(&user))
+        .await
+        .expect("the tenant may read its release's objects");
+    assert!(observed.drift.is_empty(), "{observed:?}");
+    let foreign = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kube-root-ca.crt\n  namespace: default\n";
+    let elsewhere = inspector
+        .observe(foreign, "node-agent-main", "default", Some(&user))
+        .await
+        .expect_err("the tenant may not read another namespace");
+    assert!(elsewhere.to_string().contains("forbidden"), "{elsewhere}");
 }
 
 /// No credential and no value in the operator's logs, the Collectors' status and events, or
