@@ -584,8 +584,7 @@ impl Helm {
         if let (Some(user), false) = (&self.as_user, fetching) {
             cmd.args(["--kube-as-user", user]);
         }
-        cmd
-            .env("HELM_CACHE_HOME", home.join("cache"))
+        cmd.env("HELM_CACHE_HOME", home.join("cache"))
             .env("HELM_CONFIG_HOME", home.join("config"))
             .env("HELM_DATA_HOME", home.join("data"))
             .env("HELM_NO_PLUGINS", "1")

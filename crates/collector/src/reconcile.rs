@@ -439,12 +439,7 @@ async fn failed(
             let text = format!("{action} to {} failed: {e}; {remedy}", d.chart);
             let attempt = round.attempt(d, action, OUTCOME_FAILED, text.clone());
             round.status.history = desired::record(&round.status.history, attempt);
-            if let Some(live) = helm
-                .release(&d.release, &d.namespace)
-                .await
-                .ok()
-                .flatten()
-            {
+            if let Some(live) = helm.release(&d.release, &d.namespace).await.ok().flatten() {
                 round.status.helm_revision = Some(live.revision);
             }
             round.stalled("UpgradeFailed", text).await
