@@ -286,6 +286,7 @@ impl Helm {
     /// A runner; creates its private directory.
     pub fn new(config: Config) -> Result<Self, HelmError> {
         private_dir(&config.home).map_err(HelmError::Files)?;
+        private_dir(&config.home.join("tmp")).map_err(HelmError::Files)?;
         Ok(Self {
             config,
             fetching: Default::default(),
@@ -591,6 +592,7 @@ impl Helm {
             // client-go's discovery cache goes to $HOME/.kube: keep it in the private directory
             // too (the container's root file system is read-only).
             .env("HOME", home)
+            .env("TMPDIR", home.join("tmp"))
             .env_remove("HELM_DEBUG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
