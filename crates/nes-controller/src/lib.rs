@@ -6,11 +6,13 @@
 //! [`webhook`] serves it over HTTPS with certificates from [`tls`], and [`webhook_config`]
 //! keeps the `MutatingWebhookConfiguration` registered. [`template`] is the StatefulSet
 //! reconciler of both modes (template patching in template mode, the token Secret from
-//! [`token`] in both); [`operator`] wires it onto operator-core.
+//! [`token`] in both); [`operator`] wires it onto operator-core. [`pod_security`] says when a
+//! namespace's Pod Security level refuses the sidecar.
 
 pub mod admission;
 pub mod inject;
 pub mod operator;
+pub mod pod_security;
 pub mod template;
 pub mod tls;
 pub mod token;

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -22,7 +23,7 @@ use operator_core::{ErrorReason, Runtime};
 use serde_json::json;
 
 use crate::inject::{self, SidecarSettings};
-use crate::token;
+use crate::{pod_security, token};
 
 /// The operator's name: field manager and event reporter.
 pub const OPERATOR: &str = "nes-controller";
@@ -64,6 +65,31 @@ impl ErrorReason for Error {
     }
 }
 
+/// A Warning event on a labelled StatefulSet whose namespace enforces a Pod Security level the
+/// sidecar cannot meet: its pods are refused, and the StatefulSet is where users look.
+async fn warn_about_pod_security(
+    sts: &StatefulSet,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    let ns = Api::<Namespace>::all(ctx.runtime.client.clone())
+        .get_opt(namespace)
+        .await?;
+    let labels = ns.as_ref().and_then(|n| n.metadata.labels.as_ref());
+    if let Some(level) = pod_security::forbidding_level(labels) {
+        ctx.runtime
+            .events
+            .warning(
+                &sts.object_ref(&()),
+                "PodSecurityForbidsSidecar",
+                "Inject",
+                pod_security::warning(namespace, level),
+            )
+            .await;
+    }
+    Ok(())
+}
+
 /// Adds or removes the sidecar in one StatefulSet's template.
 pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = sts.namespace().unwrap_or_default();
@@ -78,6 +104,7 @@ pub async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Actio
         // Before the sidecar can start, its token must exist (the pod would not start
         // without the Secret it mounts).
         token::ensure(&ctx.runtime.client, &namespace, &ctx.sidecar.token_secret).await?;
+        warn_about_pod_security(&sts, &ctx, &namespace).await?;
     }
     let (next, reason, note) = if labelled && ctx.mode == Mode::Template {
         match inject::inject(&spec.template, &ctx.sidecar) {

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::{self, Decision, FailurePolicy, Plan};
 use crate::inject::SidecarSettings;
+use crate::pod_security;
 use crate::tls::{self, TlsMaterial};
 use crate::webhook_config::{self, ConfigSettings, Endpoint};
 
@@ -146,7 +147,9 @@ async fn mutate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response
             let api: Api<StatefulSet> = Api::namespaced(state.client.clone(), &namespace);
             match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(&name)).await {
                 Ok(Ok(owner)) => {
-                    answer_decided(&state, &request, owner.as_ref(), &namespace, &name)
+                    let response =
+                        answer_decided(&state, &request, owner.as_ref(), &namespace, &name);
+                    warn_about_pod_security(&state, response, &namespace).await
                 }
                 Ok(Err(e)) => answer_error(
                     &state,
@@ -164,6 +167,31 @@ async fn mutate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response
         }
     };
     axum::Json(admission::review_json(response)).into_response()
+}
+
+/// `response` with a warning when it injects the sidecar into a namespace whose Pod Security
+/// level refuses it (the pod is then refused by Pod Security admission, after us). A namespace
+/// that cannot be read in time adds nothing: the warning is advice, not the decision.
+async fn warn_about_pod_security(
+    state: &WebhookState,
+    mut response: AdmissionResponse,
+    namespace: &str,
+) -> AdmissionResponse {
+    if response.patch.is_none() {
+        return response;
+    }
+    let api: Api<Namespace> = Api::all(state.client.clone());
+    let Ok(Ok(ns)) = tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(namespace)).await else {
+        return response;
+    };
+    let labels = ns.as_ref().and_then(|n| n.metadata.labels.as_ref());
+    if let Some(level) = pod_security::forbidding_level(labels) {
+        response
+            .warnings
+            .get_or_insert_with(Vec::new)
+            .push(pod_security::warning(namespace, level));
+    }
+    response
 }
 
 /// The answer once the owner is known; logs and counts the outcome.

@@ -139,6 +139,82 @@ fn init_names(pod: &Pod) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_namespace_whose_pod_security_refuses_the_sidecar_is_told_so() {
+    let setup = setup().await;
+    let env = &setup.env;
+    let namespace = env.namespace().to_owned();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(env.client());
+    namespaces
+        .patch(
+            &namespace,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "baseline"}}})),
+        )
+        .await
+        .unwrap();
+    let sets: Api<StatefulSet> = env.api();
+    let sts = sets
+        .create(&PostParams::default(), &statefulset("net", true))
+        .await
+        .unwrap();
+
+    // Where users look: a Warning event on the StatefulSet.
+    let events: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let note = eventually("the PodSecurityForbidsSidecar event", TIMEOUT, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("PodSecurityForbidsSidecar")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("net")
+            })
+            .and_then(|e| e.note)
+    })
+    .await;
+    assert!(
+        note.contains("\"baseline\"") && note.contains("NET_ADMIN"),
+        "{note}"
+    );
+
+    if env.cluster().real().is_none() {
+        eprintln!(
+            "devcluster has no Pod Security admission: the pod-creation half of this test runs \
+             on the real control plane"
+        );
+        setup.stop().await;
+        return;
+    }
+    // The webhook's answer carries the warning to whoever creates such a pod (here kubectl),
+    // and Pod Security admission then refuses it: exactly what the warning foretold.
+    let manifest = env.dir().join("pod.json");
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "net-7", "namespace": namespace, "labels": {"app": "net"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                         "name": "net", "uid": sts.metadata.uid.clone().unwrap(),
+                         "controller": true}]},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    });
+    std::fs::write(&manifest, pod.to_string()).unwrap();
+    let out = env
+        .kubectl()
+        .output(&["create", "-f", manifest.to_str().unwrap()])
+        .await;
+    assert!(!out.success, "Pod Security refuses the injected pod");
+    assert!(
+        out.stderr.contains("Warning: namespace") && out.stderr.contains("enforces Pod Security"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("NET_ADMIN"), "{}", out.stderr);
+    setup.stop().await;
+}
+
+#[tokio::test]
 async fn labelled_statefulsets_pods_get_the_sidecar_and_templates_stay() {
     let setup = setup().await;
     let env = &setup.env;
