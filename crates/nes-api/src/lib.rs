@@ -28,7 +28,7 @@ pub mod request;
 pub mod status;
 pub mod validate;
 
-pub use config::{Address, DesiredConfig, MAIN_TABLE, Route, VlanLink};
+pub use config::{Address, DesiredConfig, MAIN_TABLE, MAX_ITEMS_PER_KIND, Route, VlanLink};
 pub use items::{ItemKey, ItemResult, ItemState};
 pub use plan::{Diff, apply_order, diff};
 pub use request::{ConfigureRequest, Items, merge};
