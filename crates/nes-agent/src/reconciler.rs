@@ -335,21 +335,10 @@ impl Reconciler {
                 return Err(ApplyError::Invalid(errors));
             }
         }
-        if let Some(current) = &self.desired {
-            let conflict = |reason| ApplyError::Conflict {
-                sent: config.generation,
-                applied: current.generation,
-                reason,
-            };
-            if config.generation < current.generation {
-                return Err(conflict("it is older than the applied configuration"));
-            }
-            if config.generation == current.generation && config != current {
-                return Err(conflict(
-                    "the same generation was applied with different content; send a higher generation",
-                ));
-            }
-        }
+        let applied = self.desired.as_ref();
+        nes_api::generation::check(applied.map(|c| c.generation), config.generation, || {
+            applied == Some(config)
+        })?;
         Ok(())
     }
 

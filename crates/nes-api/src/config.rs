@@ -28,8 +28,9 @@ pub const MAX_ITEMS_PER_KIND: usize = 1000;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DesiredConfig {
-    /// Chosen by the client and increasing; echoed in responses so it can tell which config the
-    /// agent has applied.
+    /// The agent's configuration sequence number, issued by nes-manager: the agent accepts the
+    /// generation it holds again (same content) or the next one (see [`crate::generation`]).
+    /// Echoed in responses so the writer can tell which config the agent has applied.
     pub generation: u64,
     /// VLAN links to create (at most [`MAX_ITEMS_PER_KIND`]).
     #[serde(default)]
