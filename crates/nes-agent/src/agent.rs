@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use nes_api::{ApplyResponse, DesiredConfig, Status, ValidationError};
+use nes_api::{ApplyResponse, DesiredConfig, GenerationError, Status, ValidationError};
 use tokio::sync::watch;
 
 /// Why a desired configuration was not accepted. Nothing was changed in any of these cases.
@@ -13,17 +13,11 @@ pub enum ApplyError {
     /// The configuration breaks validation rules (HTTP 422, one `ApiError` per rule).
     #[error("the configuration is invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<ValidationError>),
-    /// The generation is older than the applied one, or equal to it with different content
-    /// (HTTP 409): a late or conflicting writer must not roll the pod's network back.
-    #[error("generation {sent} conflicts with the applied generation {applied}: {reason}")]
-    Conflict {
-        /// The generation in the request.
-        sent: u64,
-        /// The generation the agent holds.
-        applied: u64,
-        /// Why they conflict.
-        reason: &'static str,
-    },
+    /// The generation is neither the applied one (with the same content) nor the next one
+    /// (HTTP 409): a late writer must not roll the pod's network back, and a jump nes-manager
+    /// did not issue must not move the sequence (see `nes_api::generation`).
+    #[error(transparent)]
+    Conflict(#[from] GenerationError),
     /// The agent cannot take the configuration now (HTTP 503), e.g. it is shutting down or
     /// cannot persist the configuration.
     #[error("the agent cannot apply configurations now: {0}")]

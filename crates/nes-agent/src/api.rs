@@ -481,11 +481,11 @@ mod tests {
         let codes: Vec<_> = invalid.errors.iter().map(|e| e.code.as_str()).collect();
         assert_eq!(codes, ["invalidCidr", "noNextHop"]);
 
-        let conflict = Failure::from(ApplyError::Conflict {
+        let conflict = Failure::from(ApplyError::Conflict(nes_api::GenerationError::NotNext {
             sent: 1,
             applied: 2,
-            reason: "older",
-        });
+            next: 3,
+        }));
         assert_eq!(conflict.status, StatusCode::CONFLICT);
         assert_eq!(conflict.code(), "conflict");
 

@@ -6,6 +6,11 @@
 //!   re-planning after anything happened (an event, a timer, a restart) converges.
 //! - An item that already holds in the kernel needs nothing, whoever made it; only an item the
 //!   agent creates enters the ledger ([`Owned`]).
+//! - Exact ownership: the agent creates exclusively and changes only what it created. A route
+//!   with the desired table, destination and metric but another next hop is replaced only when
+//!   it is the agent's (in the ledger and still carrying its protocol); anyone else's is a
+//!   conflict, reported and left alone, because replacing it would take it over and a later
+//!   removal would delete, say, the CNI's route.
 //! - Items dropped from the desired configuration are removed only if the ledger holds them, and
 //!   a route only while it still carries the agent's protocol number (someone who replaced it
 //!   now owns it).
@@ -20,7 +25,7 @@ use nes_api::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::observed::{Observed, RouteId};
+use crate::observed::{Observed, RouteEntry, RouteId};
 
 /// A desired item, as the ledger of created items records it (with everything needed to find
 /// and remove it later).
@@ -102,7 +107,10 @@ pub enum Action {
         /// Address and prefix.
         net: IpNet,
     },
-    /// Create or replace a route.
+    /// Create a route exclusively (`NLM_F_EXCL`): `EEXIST` if one with its table,
+    /// destination and metric appeared since the last read (see [`on_exists`]).
+    AddRoute(RouteSpec),
+    /// Replace a route the agent created (`NLM_F_REPLACE`), e.g. with a new gateway.
     ReplaceRoute(RouteSpec),
     /// Delete a route.
     DeleteRoute(RouteSpec),
@@ -172,7 +180,7 @@ pub fn plan(desired: &DesiredConfig, observed: &Observed, owned: &Owned, protoco
         match item {
             Item::Vlan(vlan) => plan_vlan(&mut plan, vlan, observed, owned),
             Item::Address(address) => plan_address(&mut plan, address, observed),
-            Item::Route(route) => plan_route(&mut plan, route, observed, protocol),
+            Item::Route(route) => plan_route(&mut plan, route, observed, owned, protocol),
         }
     }
     plan
@@ -416,7 +424,7 @@ fn plan_address(plan: &mut Plan, address: &Address, observed: &Observed) {
     );
 }
 
-fn plan_route(plan: &mut Plan, route: &Route, observed: &Observed, protocol: u8) {
+fn plan_route(plan: &mut Plan, route: &Route, observed: &Observed, owned: &Owned, protocol: u8) {
     let key = route.key();
     let Some(id) = route_id(route) else {
         let message = format!("{:?} is not a valid destination", route.destination);
@@ -432,24 +440,74 @@ fn plan_route(plan: &mut Plan, route: &Route, observed: &Observed, protocol: u8)
             }
         },
     };
-    if let Some(existing) = observed.routes.get(&id)
-        && existing.gateway == route.gateway
-        && (oif.is_none() || existing.oif == oif)
-    {
-        return settle(plan, &key, ItemState::Applied, None);
-    }
     let spec = RouteSpec {
         id,
         gateway: route.gateway,
         oif,
         protocol,
     };
-    step(
-        plan,
-        &key,
-        Action::ReplaceRoute(spec),
-        Ledger::Own(Item::Route(route.clone())),
-    );
+    let own = Ledger::Own(Item::Route(route.clone()));
+    let Some(existing) = observed.routes.get(&id) else {
+        return step(plan, &key, Action::AddRoute(spec), own);
+    };
+    if existing.gateway == route.gateway && (oif.is_none() || existing.oif == oif) {
+        return settle(plan, &key, ItemState::Applied, None);
+    }
+    let ours = existing.protocol == protocol
+        && matches!(owned.get(&key), Some(Item::Route(old)) if route_id(old) == Some(id));
+    if ours {
+        step(plan, &key, Action::ReplaceRoute(spec), own);
+    } else {
+        let message = route_conflict(&id, &describe_next_hop(existing, observed));
+        settle(plan, &key, ItemState::Failed, Some(message));
+    }
+}
+
+/// The message of a desired route that someone else's route stands in the way of.
+fn route_conflict(id: &RouteId, existing: &str) -> String {
+    format!(
+        "conflict: a route to {} in table {} with metric {} already exists ({existing}) and the agent did not create it; it is left alone",
+        id.destination, id.table, id.metric
+    )
+}
+
+/// `via GW dev NAME proto N`, as far as known.
+fn describe_next_hop(route: &RouteEntry, observed: &Observed) -> String {
+    let mut parts = Vec::new();
+    if let Some(gateway) = route.gateway {
+        parts.push(format!("via {gateway}"));
+    }
+    if let Some(oif) = route.oif {
+        match observed.links.get(&oif) {
+            Some(link) => parts.push(format!("dev {}", link.name)),
+            None => parts.push(format!("dev index {oif}")),
+        }
+    }
+    parts.push(format!("proto {}", route.protocol));
+    parts.join(" ")
+}
+
+/// What `EEXIST` from the kernel means for an exclusive create: something matching the
+/// item's identity appeared since the last read, made by someone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exists {
+    /// An address: the same address holds, so the item is `applied`, but not the agent's.
+    Holds,
+    /// A route: one with the same table, destination and metric, whose next hop may differ;
+    /// a `failed` conflict until the next plan looks at it (applied if it matches).
+    Conflict(String),
+}
+
+/// The meaning of `EEXIST` for `action`; `None` for actions where it is a plain failure.
+pub fn on_exists(action: &Action) -> Option<Exists> {
+    match action {
+        Action::AddAddress { .. } => Some(Exists::Holds),
+        Action::AddRoute(spec) => Some(Exists::Conflict(route_conflict(
+            &spec.id,
+            "added by someone else since the agent last looked",
+        ))),
+        _ => None,
+    }
 }
 
 /// Whether a kernel error means "not yet" (the item may succeed once something else appears)
@@ -546,7 +604,7 @@ mod tests {
                     index: 2,
                     net: "10.1.0.2/24".parse().unwrap()
                 },
-                &Action::ReplaceRoute(RouteSpec {
+                &Action::AddRoute(RouteSpec {
                     id: RouteId {
                         table: 254,
                         destination: "10.20.0.0/16".parse().unwrap(),
@@ -678,21 +736,95 @@ mod tests {
         };
         let plan = plan(&config(vec![], vec![new]), &observed, &owned, PROTO);
         assert!(matches!(plan.steps[0].action, Action::DeleteRoute(ref s) if s.id.metric == 0));
-        assert!(matches!(plan.steps[1].action, Action::ReplaceRoute(ref s) if s.id.metric == 50));
+        assert!(matches!(plan.steps[1].action, Action::AddRoute(ref s) if s.id.metric == 50));
     }
 
     #[test]
-    fn a_route_with_another_next_hop_is_replaced() {
-        let mut observed = host();
+    fn a_foreign_route_with_another_next_hop_is_a_conflict_left_alone() {
         let r = route("10.20.0.0/16", Some("10.1.0.1"), None);
-        observed.apply(Change::Route(RouteEntry {
+        let theirs = RouteEntry {
             id: route_id(&r).unwrap(),
             gateway: Some("10.1.0.254".parse().unwrap()),
             oif: Some(2),
             protocol: 4,
+        };
+        let mut observed = host();
+        observed.apply(Change::Route(theirs.clone()));
+        // Not in the ledger, or in the ledger but since replaced by someone else (another
+        // protocol): either way not the agent's.
+        let owned_once: Owned = [(r.key(), Item::Route(r.clone()))].into();
+        for owned in [Owned::new(), owned_once] {
+            let plan = plan(&config(vec![], vec![r.clone()]), &observed, &owned, PROTO);
+            assert!(plan.steps.is_empty(), "no netlink change: {plan:?}");
+            let result = &plan.settled[&r.key()];
+            assert_eq!(result.state, ItemState::Failed);
+            assert_eq!(
+                result.message.as_deref(),
+                Some(
+                    "conflict: a route to 10.20.0.0/16 in table 254 with metric 0 already exists \
+                     (via 10.1.0.254 dev v0 proto 4) and the agent did not create it; it is left alone"
+                )
+            );
+        }
+        // The agent's own number on a route it has no ledger entry for is not enough either.
+        let mut stray = host();
+        stray.apply(Change::Route(RouteEntry {
+            protocol: PROTO,
+            ..theirs
         }));
-        let plan = plan(&config(vec![], vec![r]), &observed, &Owned::new(), PROTO);
-        assert!(matches!(plan.steps[0].action, Action::ReplaceRoute(_)));
+        let plan = plan(
+            &config(vec![], vec![r.clone()]),
+            &stray,
+            &Owned::new(),
+            PROTO,
+        );
+        assert!(plan.steps.is_empty());
+        assert_eq!(plan.settled[&r.key()].state, ItemState::Failed);
+    }
+
+    #[test]
+    fn the_agents_own_route_with_another_next_hop_is_replaced() {
+        let old = route("10.20.0.0/16", Some("10.1.0.254"), None);
+        let mut observed = host();
+        observed.apply(Change::Route(RouteEntry {
+            id: route_id(&old).unwrap(),
+            gateway: old.gateway,
+            oif: Some(2),
+            protocol: PROTO,
+        }));
+        let owned: Owned = [(old.key(), Item::Route(old.clone()))].into();
+        let new = route("10.20.0.0/16", Some("10.1.0.1"), None);
+        let plan = plan(&config(vec![], vec![new.clone()]), &observed, &owned, PROTO);
+        assert_eq!(plan.steps.len(), 1, "{plan:?}");
+        assert!(
+            matches!(plan.steps[0].action, Action::ReplaceRoute(ref s) if s.gateway == new.gateway)
+        );
+        assert_eq!(plan.steps[0].ledger, Ledger::Own(Item::Route(new)));
+    }
+
+    #[test]
+    fn eexist_means_applied_for_an_address_and_a_conflict_for_a_route() {
+        let net = "10.1.0.2/24".parse().unwrap();
+        assert_eq!(
+            on_exists(&Action::AddAddress { index: 2, net }),
+            Some(Exists::Holds)
+        );
+        let spec = RouteSpec {
+            id: route_id(&route("10.20.0.0/16", Some("10.1.0.1"), None)).unwrap(),
+            gateway: Some("10.1.0.1".parse().unwrap()),
+            oif: None,
+            protocol: PROTO,
+        };
+        match on_exists(&Action::AddRoute(spec.clone())) {
+            Some(Exists::Conflict(message)) => assert!(
+                message.starts_with("conflict: a route to 10.20.0.0/16 in table 254")
+                    && message.ends_with("it is left alone"),
+                "{message}"
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(on_exists(&Action::ReplaceRoute(spec)), None);
+        assert_eq!(on_exists(&Action::DeleteLink { index: 3 }), None);
     }
 
     fn vlan(name: &str, parent: &str, id: u16) -> VlanLink {

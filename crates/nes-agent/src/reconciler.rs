@@ -25,7 +25,7 @@ use crate::agent::{Agent, ApplyError};
 use crate::metrics::Metrics;
 use crate::netlink::{self, Event, Netlink, NetlinkError, Notifications};
 use crate::observed::{Addr, Applied, Change, Observed, RouteEntry};
-use crate::plan::{self, Action, Ledger, Owned, state_for_errno};
+use crate::plan::{self, Action, Exists, Ledger, Owned, state_for_errno};
 use crate::store::{Persisted, Store, StoreError};
 
 /// Most notifications handled before the state is acted on; bounds the latency of a pass
@@ -335,21 +335,10 @@ impl Reconciler {
                 return Err(ApplyError::Invalid(errors));
             }
         }
-        if let Some(current) = &self.desired {
-            let conflict = |reason| ApplyError::Conflict {
-                sent: config.generation,
-                applied: current.generation,
-                reason,
-            };
-            if config.generation < current.generation {
-                return Err(conflict("it is older than the applied configuration"));
-            }
-            if config.generation == current.generation && config != current {
-                return Err(conflict(
-                    "the same generation was applied with different content; send a higher generation",
-                ));
-            }
-        }
+        let applied = self.desired.as_ref();
+        nes_api::generation::check(applied.map(|c| c.generation), config.generation, || {
+            applied == Some(config)
+        })?;
         Ok(())
     }
 
@@ -436,12 +425,24 @@ impl Reconciler {
                 changes += 1;
                 let mut outcome = self.netlink.execute(&step.action).await;
                 let mut ledger = step.ledger;
-                if matches!(step.action, Action::AddAddress { .. })
-                    && outcome.as_ref().err().and_then(NetlinkError::errno) == Some(EEXIST)
-                {
-                    // Someone else added it since the last read: it holds, but is not ours.
-                    outcome = Ok(());
-                    ledger = Ledger::Keep;
+                if outcome.as_ref().err().and_then(NetlinkError::errno) == Some(EEXIST) {
+                    // Someone else made it since the last read: never ours (no ledger entry).
+                    match plan::on_exists(&step.action) {
+                        Some(Exists::Holds) => {
+                            outcome = Ok(());
+                            ledger = Ledger::Keep;
+                        }
+                        Some(Exists::Conflict(message)) => {
+                            self.metrics.netlink_change(false);
+                            warn!(item = %step.key, "{message}");
+                            outcomes.insert(
+                                step.key.clone(),
+                                result(&step.key, ItemState::Failed, Some(message)),
+                            );
+                            continue;
+                        }
+                        None => {}
+                    }
                 }
                 match outcome {
                     Ok(()) => {
@@ -523,7 +524,7 @@ impl Reconciler {
                 index: *index,
                 net: *net,
             }),
-            Action::ReplaceRoute(spec) => Change::Route(RouteEntry {
+            Action::AddRoute(spec) | Action::ReplaceRoute(spec) => Change::Route(RouteEntry {
                 id: spec.id,
                 gateway: spec.gateway,
                 oif: spec.oif,

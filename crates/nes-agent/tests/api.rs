@@ -71,15 +71,11 @@ impl FakeAgent {
         }
         nes_api::validate(&config, &self.host_links).map_err(ApplyError::Invalid)?;
         let mut stored = self.config.lock().unwrap();
-        if let Some(applied) = stored.as_ref().map(|c| c.generation)
-            && config.generation < applied
-        {
-            return Err(ApplyError::Conflict {
-                sent: config.generation,
-                applied,
-                reason: "older than the applied generation",
-            });
-        }
+        nes_api::generation::check(
+            stored.as_ref().map(|c| c.generation),
+            config.generation,
+            || stored.as_ref() == Some(&config),
+        )?;
         let results: Vec<ItemResult> = nes_api::apply_order(&config)
             .into_iter()
             .map(|item| ItemResult {
@@ -406,11 +402,21 @@ async fn invalid_configs_are_422_with_one_error_per_rule() {
 async fn conflicts_are_409_and_unavailability_503() {
     let h = Harness::start().await;
     let client = h.client();
-    client.apply(&config(5)).await.unwrap();
+    for generation in 1..=5 {
+        client.apply(&config(generation)).await.unwrap();
+    }
 
     let (status, errors) = api_error(client.apply(&config(3)).await.unwrap_err());
     assert_eq!((status, errors[0].code.as_str()), (409, "conflict"));
     assert!(errors[0].message.contains("generation 3"), "{errors:?}");
+
+    // A forged jump to the end of the sequence is refused, and says what is accepted.
+    let (status, errors) = api_error(client.apply(&config(u64::MAX)).await.unwrap_err());
+    assert_eq!(status, 409);
+    assert_eq!(
+        errors[0].message,
+        "generation 18446744073709551615 is not the next generation: the agent holds generation 5 and accepts 5 again (same content) or 6"
+    );
 
     h.agent.unavailable.store(true, Ordering::SeqCst);
     let (status, errors) = api_error(client.apply(&config(6)).await.unwrap_err());
@@ -428,9 +434,9 @@ async fn ndjson_watch_sends_the_current_status_then_changes() {
     assert_eq!(first.generation, None);
     eventually(|| h.state.watchers() == 1).await;
 
-    client.apply(&config(7)).await.unwrap();
+    client.apply(&config(1)).await.unwrap();
     let changed = within(statuses.next()).await.unwrap().unwrap();
-    assert_eq!(changed.generation, Some(7));
+    assert_eq!(changed.generation, Some(1));
 
     drop(statuses);
     eventually(|| h.state.watchers() == 0).await;
@@ -492,9 +498,9 @@ async fn sse_watch_sends_status_events() {
     let first = sse_status(&next_event(&mut chunks, &mut buffer).await);
     assert_eq!(first.generation, None);
 
-    h.client().apply(&config(2)).await.unwrap();
+    h.client().apply(&config(1)).await.unwrap();
     let changed = sse_status(&next_event(&mut chunks, &mut buffer).await);
-    assert_eq!(changed.generation, Some(2));
+    assert_eq!(changed.generation, Some(1));
 }
 
 #[tokio::test]

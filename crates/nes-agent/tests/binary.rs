@@ -142,9 +142,25 @@ fn bad_input_is_refused_precisely_and_changes_nothing() {
         let (status, _) = api_error(client.apply(&desired(0, &[])).await.unwrap_err());
         assert_eq!(status, 409, "an older generation is a conflict");
 
+        // A forged jump to u64::MAX (issue 20): refused, so it cannot park the sequence where
+        // no later writer could pass it.
+        let (status, message) =
+            api_error(client.apply(&desired(u64::MAX, &["10.1.0.9/24"])).await.unwrap_err());
+        assert_eq!(status, 409);
+        assert_eq!(
+            message,
+            "generation 18446744073709551615 is not the next generation: the agent holds generation 1 and accepts 1 again (same content) or 2"
+        );
+
         // Nothing changed: neither the desired configuration nor the kernel.
         assert_eq!(client.config().await.unwrap(), Some(desired(1, &["10.1.0.2/24"])));
         assert_eq!(witness.addresses("v0"), kernel);
+
+        // Nobody is locked out: the next generation, as nes-manager issues it, is applied.
+        let next = nes_api::generation::next(Some(1));
+        let response = client.apply(&desired(next, &["10.1.0.3/24"])).await.expect("apply 2");
+        assert_eq!(response.generation, 2);
+        assert!(witness.addresses("v0").contains(&"10.1.0.3/24".to_owned()));
     });
     agent.stop();
 }

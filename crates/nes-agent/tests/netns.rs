@@ -175,6 +175,113 @@ fn applies_reapplies_removes_and_leaves_hand_made_items_alone() {
     });
 }
 
+/// The main-table IPv4 routes to `destination`, whoever made them.
+fn routes_to(ns: &Netns, destination: &str) -> Vec<serde_json::Value> {
+    let all = ns.ip_json(&["-4", "route", "show", "table", "main"]);
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["dst"] == destination)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_hand_made_route_with_another_gateway_survives_configures() {
+    if !can_run() {
+        return;
+    }
+    let ns = Netns::with_veth();
+    // The CNI's (here: a person's) route, to the destination the configuration will name,
+    // through another gateway.
+    ns.ip(&["addr", "add", "10.1.0.2/24", "dev", "v0"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.20.0.0/16",
+        "via",
+        "10.1.0.254",
+        "dev",
+        "v0",
+    ]);
+    let theirs = routes_to(&ns, "10.20.0.0/16");
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0]["gateway"], "10.1.0.254");
+    ns.clone().run(move || async move {
+        let agent = TestAgent::start(settings(LONG)).await;
+        let wanted = route("10.20.0.0/16", Some("10.1.0.1"), None);
+        let first = config(
+            1,
+            vec![address("v0", "10.1.0.2/24")],
+            vec![wanted.clone(), route("10.21.0.0/16", Some("10.1.0.1"), None)],
+        );
+        let response = agent.client.apply(&first).await.expect("apply");
+        let conflict = response
+            .results
+            .iter()
+            .find(|r| r.item == wanted.key())
+            .expect("the route's result");
+        assert_eq!(conflict.state, ItemState::Failed);
+        let message = conflict.message.as_deref().unwrap_or_default();
+        assert!(
+            message.starts_with("conflict: a route to 10.20.0.0/16 in table 254 with metric 0 already exists (via 10.1.0.254 dev v0 proto 3)")
+                && message.ends_with("it is left alone"),
+            "{message}"
+        );
+        // Everything else is applied: the hand-made address (found, not owned) and the
+        // route nobody else had.
+        let others: Vec<_> = response
+            .results
+            .iter()
+            .filter(|r| r.item != wanted.key())
+            .collect();
+        assert_eq!(others.len(), 2);
+        assert!(others.iter().all(|r| r.state == ItemState::Applied), "{others:?}");
+        // Untouched: same gateway, same protocol, one route (not replaced, not a multipath).
+        assert_eq!(routes_to(&ns, "10.20.0.0/16"), theirs);
+        assert_eq!(
+            destinations(&ns.routes("-4", "main", "201")),
+            ["10.21.0.0/16"]
+        );
+
+        // An empty configuration removes what the agent made and nothing else.
+        agent
+            .client
+            .apply(&config(2, vec![], vec![]))
+            .await
+            .expect("apply 2");
+        assert_eq!(routes_to(&ns, "10.20.0.0/16"), theirs);
+        assert!(ns.routes("-4", "all", "201").is_empty());
+        assert!(ns.addresses("v0").contains(&"10.1.0.2/24".to_owned()));
+
+        // The agent's own route, by contrast, follows a new gateway (replaced in place) and
+        // goes with the configuration.
+        ns.ip(&["route", "del", "10.20.0.0/16"]);
+        agent
+            .client
+            .apply(&config(3, vec![], vec![wanted.clone()]))
+            .await
+            .expect("apply 3");
+        let regatewayed = config(
+            4,
+            vec![],
+            vec![route("10.20.0.0/16", Some("10.1.0.3"), None)],
+        );
+        let response = agent.client.apply(&regatewayed).await.expect("apply 4");
+        assert!(response.results.iter().all(|r| r.state == ItemState::Applied));
+        let ours = ns.routes("-4", "main", "201");
+        assert_eq!(destinations(&ours), ["10.20.0.0/16"]);
+        assert_eq!(ours[0]["gateway"], "10.1.0.3");
+        assert_eq!(routes_to(&ns, "10.20.0.0/16").len(), 1);
+        agent
+            .client
+            .apply(&config(5, vec![], vec![]))
+            .await
+            .expect("apply 5");
+        assert!(routes_to(&ns, "10.20.0.0/16").is_empty());
+    });
+}
+
 #[test]
 fn items_on_a_missing_interface_are_pending_until_it_appears() {
     if !can_run() {

@@ -15,21 +15,34 @@ use crate::items::ItemKey;
 /// The Linux main routing table (`RT_TABLE_MAIN`), used when a route names no table.
 pub const MAIN_TABLE: u32 = 254;
 
+/// At most this many VLANs, this many addresses and this many routes in one configuration.
+///
+/// A pod needs a handful; the cap bounds what one request can cost the agent (validation,
+/// planning, netlink) and the size of a `NetworkConfiguration` (about 100 bytes per item, so
+/// 3,000 items stay far below etcd's 1.5 MiB object limit together with their results). The
+/// schemas (`DesiredConfig`'s and the `NetworkConfiguration` CRD's) say the same with
+/// `maxItems`, and [`validate`](crate::validate()) refuses a longer list.
+pub const MAX_ITEMS_PER_KIND: usize = 1000;
+
 /// The complete network configuration the application wants; replaces the previous one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DesiredConfig {
-    /// Chosen by the client and increasing; echoed in responses so it can tell which config the
-    /// agent has applied.
+    /// The agent's configuration sequence number, issued by nes-manager: the agent accepts the
+    /// generation it holds again (same content) or the next one (see [`crate::generation`]).
+    /// Echoed in responses so the writer can tell which config the agent has applied.
     pub generation: u64,
-    /// VLAN links to create.
+    /// VLAN links to create (at most [`MAX_ITEMS_PER_KIND`]).
     #[serde(default)]
+    #[schemars(length(max = crate::MAX_ITEMS_PER_KIND))]
     pub vlans: Vec<VlanLink>,
-    /// Addresses to assign.
+    /// Addresses to assign (at most [`MAX_ITEMS_PER_KIND`]).
     #[serde(default)]
+    #[schemars(length(max = crate::MAX_ITEMS_PER_KIND))]
     pub addresses: Vec<Address>,
-    /// Routes to install.
+    /// Routes to install (at most [`MAX_ITEMS_PER_KIND`]).
     #[serde(default)]
+    #[schemars(length(max = crate::MAX_ITEMS_PER_KIND))]
     pub routes: Vec<Route>,
 }
 

@@ -47,16 +47,21 @@ pub mod conditions {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkConfigurationSpec {
+    // Each list is capped at `MAX_ITEMS_PER_KIND` (1,000) in the schema too, so the API server
+    // refuses an oversized resource before anything reads it.
     /// The pod this configuration is for (in the resource's namespace).
     pub pod: String,
-    /// VLAN links to create.
+    /// VLAN links to create (at most 1,000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::MAX_ITEMS_PER_KIND))]
     pub vlans: Vec<VlanLink>,
-    /// Addresses to add.
+    /// Addresses to add (at most 1,000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::MAX_ITEMS_PER_KIND))]
     pub addresses: Vec<Address>,
-    /// Routes to add.
+    /// Routes to add (at most 1,000).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::MAX_ITEMS_PER_KIND))]
     pub routes: Vec<Route>,
 }
 

@@ -6,6 +6,8 @@
 //! agent, the manager and the CLI agree on one definition.
 //!
 //! - [`config`]: the desired configuration (the agent's input).
+//! - [`generation`]: the configuration generation rule the agent enforces and nes-manager
+//!   follows ([`generation::next`], [`generation::check`]).
 //! - [`items`]: item identity ([`ItemKey`]) and per-item results.
 //! - [`status`]: the observed status, the apply response, the boot id and the error body.
 //! - [`validate`](mod@validate): [`validate()`] and [`ValidationError`].
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "crd")]
 pub mod crd;
+pub mod generation;
 pub mod items;
 pub mod plan;
 pub mod report;
@@ -28,7 +31,8 @@ pub mod request;
 pub mod status;
 pub mod validate;
 
-pub use config::{Address, DesiredConfig, MAIN_TABLE, Route, VlanLink};
+pub use config::{Address, DesiredConfig, MAIN_TABLE, MAX_ITEMS_PER_KIND, Route, VlanLink};
+pub use generation::GenerationError;
 pub use items::{ItemKey, ItemResult, ItemState};
 pub use plan::{Diff, apply_order, diff};
 pub use request::{ConfigureRequest, Items, merge};

@@ -3,6 +3,9 @@
 //! configuration, so two applications' containers in one pod, or two calls of one application,
 //! add up instead of overwriting each other.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -47,22 +50,31 @@ pub fn merge(current: &Items, request: &ConfigureRequest) -> Items {
         return request.add.clone();
     }
     let mut next = current.clone();
-    let gone = |key: ItemKey| request.remove.contains(&key);
-    next.vlans.retain(|v| !gone(v.key()));
-    next.addresses.retain(|a| !gone(a.key()));
-    next.routes.retain(|r| !gone(r.key()));
+    let removed: HashSet<&ItemKey> = request.remove.iter().collect();
+    next.vlans.retain(|v| !removed.contains(&v.key()));
+    next.addresses.retain(|a| !removed.contains(&a.key()));
+    next.routes.retain(|r| !removed.contains(&r.key()));
     upsert(&mut next.vlans, &request.add.vlans, VlanLink::key);
     upsert(&mut next.addresses, &request.add.addresses, Address::key);
     upsert(&mut next.routes, &request.add.routes, Route::key);
     next
 }
 
+/// Replaces or appends each of `added` by key. Linear: the positions are indexed once, so an
+/// oversized request (which validation refuses after the merge) costs no more than its size.
 fn upsert<T: Clone>(items: &mut Vec<T>, added: &[T], key: impl Fn(&T) -> ItemKey) {
+    let mut position: HashMap<ItemKey, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        // The first item of a key is the one replaced, as a search from the front would find.
+        position.entry(key(item)).or_insert(i);
+    }
     for item in added {
-        let k = key(item);
-        match items.iter_mut().find(|existing| key(existing) == k) {
-            Some(existing) => *existing = item.clone(),
-            None => items.push(item.clone()),
+        match position.entry(key(item)) {
+            Entry::Occupied(at) => items[*at.get()] = item.clone(),
+            Entry::Vacant(slot) => {
+                slot.insert(items.len());
+                items.push(item.clone());
+            }
         }
     }
 }
@@ -152,6 +164,37 @@ mod tests {
         assert_eq!(
             merge(&current, &request).addresses,
             [address("10.0.0.7/24")]
+        );
+    }
+
+    #[test]
+    fn a_large_request_merges_in_linear_time_with_the_same_result() {
+        // 20,000 additions onto 20,000 items: 4x10^8 key comparisons when each addition
+        // searched the list, 40,000 hash lookups now.
+        let cidr = |i: usize| format!("10.{}.{}.1/32", i / 256 % 256, i % 256);
+        let current = Items {
+            addresses: (0..20_000).map(|i| address(&cidr(i))).collect(),
+            ..Items::default()
+        };
+        let request = add(
+            (10_000..30_000)
+                .map(|i| Address {
+                    interface: if i < 20_000 { "eth0" } else { "eth1" }.into(),
+                    cidr: cidr(i),
+                })
+                .collect(),
+            vec![],
+        );
+        let next = merge(&current, &request);
+        assert_eq!(next.addresses.len(), 30_000);
+        assert_eq!(
+            next.addresses[..20_000],
+            current.addresses[..],
+            "replaced in place"
+        );
+        assert_eq!(
+            next.addresses[20_000].interface, "eth1",
+            "appended in order"
         );
     }
 

@@ -67,4 +67,43 @@ async fn crds_install_and_instances_round_trip() {
         .await
         .expect_err("refused");
     assert!(error.to_string().contains("spec.callback.url"), "{error}");
+
+    // At most 1,000 items per list: the API server refuses the 1,001st (maxItems).
+    let addresses = |n: usize| -> Vec<Address> {
+        (0..n)
+            .map(|i| Address {
+                interface: "eth0".into(),
+                cidr: format!("10.{}.{}.1/32", i / 256, i % 256),
+            })
+            .collect()
+    };
+    let full = NetworkConfigurationSpec {
+        pod: "app-1".into(),
+        addresses: addresses(nes_api::MAX_ITEMS_PER_KIND),
+        ..Default::default()
+    };
+    configs
+        .create(
+            &PostParams::default(),
+            &NetworkConfiguration::new("app-1", full),
+        )
+        .await
+        .expect("1,000 addresses are allowed");
+    let over = NetworkConfigurationSpec {
+        pod: "app-2".into(),
+        addresses: addresses(nes_api::MAX_ITEMS_PER_KIND + 1),
+        ..Default::default()
+    };
+    let error = configs
+        .create(
+            &PostParams::default(),
+            &NetworkConfiguration::new("app-2", over),
+        )
+        .await
+        .expect_err("1,001 addresses are refused");
+    let text = error.to_string();
+    assert!(
+        text.contains("spec.addresses") && text.contains("1000"),
+        "{text}"
+    );
 }

@@ -17,6 +17,14 @@ fn invalid(code: &str, field: &str, message: String) -> ApiError {
     }
 }
 
+/// Whether `text` starts with `prefix`, ASCII case ignored. Compares bytes: slicing `text` at
+/// `prefix.len()` would panic when that falls inside a multi-byte character (`http://é`).
+fn starts_with_ignore_ascii_case(text: &str, prefix: &str) -> bool {
+    text.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 /// The `NetworkCare` spec for `request` of pod `pod`, or every problem with it. An empty pod
 /// selection means the calling pod itself.
 pub fn spec(pod: &str, request: &SubscriptionRequest) -> Result<NetworkCareSpec, Vec<ApiError>> {
@@ -24,7 +32,7 @@ pub fn spec(pod: &str, request: &SubscriptionRequest) -> Result<NetworkCareSpec,
     let url = request.callback.url.trim();
     let scheme_ok = ["http://", "https://"]
         .iter()
-        .any(|s| url.len() > s.len() && url[..s.len()].eq_ignore_ascii_case(s));
+        .any(|s| url.len() > s.len() && starts_with_ignore_ascii_case(url, s));
     if !scheme_ok || url.contains(char::is_whitespace) {
         errors.push(invalid(
             "invalidUrl",
@@ -204,5 +212,29 @@ mod tests {
         );
         assert!(spec("x-0", &request("http://")).is_err());
         assert!(spec("x-0", &request("http://a b/")).is_err());
+    }
+
+    #[test]
+    fn multi_byte_characters_at_the_scheme_boundary_do_not_panic() {
+        // "https://" is 8 bytes; byte 8 of these falls inside a two- or four-byte character.
+        for url in [
+            "http://é",
+            "http://ééé/x",
+            "http://😀",
+            "é",
+            "ö://x/y",
+            "HTTPS://é.example/",
+        ] {
+            let _ = spec("x-0", &request(url));
+        }
+        assert!(
+            spec("x-0", &request("http://é")).is_ok(),
+            "a host in any script"
+        );
+        assert!(spec("x-0", &request("HTTP://é.example/")).is_ok());
+        let errors = spec("x-0", &request("ö://x/y")).unwrap_err();
+        assert_eq!(errors[0].field.as_deref(), Some("callback.url"));
+        assert!(starts_with_ignore_ascii_case("Https://x", "https://"));
+        assert!(!starts_with_ignore_ascii_case("http:/", "http://"));
     }
 }

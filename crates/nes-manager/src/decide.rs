@@ -9,16 +9,16 @@ use nes_api::crd::{ItemStatus, NetworkConfigurationSpec, NetworkConfigurationSta
 use nes_api::{BootId, DesiredConfig, ItemResult, ItemState};
 use operator_core::conditions::{Desired, Status};
 
-/// The agent config for `spec` at resource generation `generation`, checked by nes-api's
-/// `validate` for everything that does not depend on the pod: every interface the spec names
-/// counts as existing here (only the agent knows the pod's links; it re-validates and answers
-/// 422 for an unknown one). `Err` holds a readable message listing every problem.
-pub fn checked_config(
-    spec: &NetworkConfigurationSpec,
-    generation: u64,
-) -> Result<DesiredConfig, String> {
+/// The agent config for `spec`, checked by nes-api's `validate` for everything that does not
+/// depend on the pod: every interface the spec names counts as existing here (only the agent
+/// knows the pod's links; it re-validates and answers 422 for an unknown one). `Err` holds a
+/// readable message listing every problem.
+///
+/// The generation is left at 0: it is the agent's sequence, not the resource's, and [`push`]
+/// numbers the config from what the agent holds.
+pub fn checked_config(spec: &NetworkConfigurationSpec) -> Result<DesiredConfig, String> {
     let config = DesiredConfig {
-        generation,
+        generation: 0,
         vlans: spec.vlans.clone(),
         addresses: spec.addresses.clone(),
         routes: spec.routes.clone(),
@@ -55,23 +55,22 @@ pub enum Push {
 /// restarted manager, or an agent that restarted and resumed its saved config, gets nothing;
 /// an agent that lost its config (a new pod, a fresh state) gets it again.
 ///
-/// Generations only move forward in the agent. When it holds a higher generation than the
-/// resource's (the NetworkConfiguration was re-created while the pod kept its agent), the
-/// config is sent as the agent's generation + 1 instead of being refused with 409 forever:
-/// the resource is the source of truth for the pod's network.
+/// The manager owns the agent's generation: a push is always the generation the agent
+/// accepts next (`nes_api::generation::next` of what it holds: 1 for an empty agent, then one
+/// step at a time, wrapping past `u64::MAX`), whatever the resource's own generation is. The
+/// agent refuses any other jump, so a forged generation cannot lock the manager out, and a
+/// re-created resource (whose generation restarts at 1) needs no special case.
 pub fn push(desired: &DesiredConfig, current: Option<&DesiredConfig>) -> Push {
-    let Some(current) = current else {
-        return Push::Send(desired.clone());
-    };
-    let same = current.vlans == desired.vlans
-        && current.addresses == desired.addresses
-        && current.routes == desired.routes;
+    let same = current.is_some_and(|current| {
+        current.vlans == desired.vlans
+            && current.addresses == desired.addresses
+            && current.routes == desired.routes
+    });
     if same {
         return Push::UpToDate;
     }
-    let generation = desired.generation.max(current.generation.saturating_add(1));
     Push::Send(DesiredConfig {
-        generation,
+        generation: nes_api::generation::next(current.map(|c| c.generation)),
         ..desired.clone()
     })
 }
@@ -281,14 +280,14 @@ mod tests {
     }
 
     #[test]
-    fn checked_config_carries_the_generation_and_reports_bad_specs() {
-        let config = checked_config(&spec(), 4).unwrap();
-        assert_eq!(config.generation, 4);
+    fn checked_config_carries_the_items_and_reports_bad_specs() {
+        let config = checked_config(&spec()).unwrap();
+        assert_eq!(config.generation, 0, "numbered by push");
         assert_eq!(config.vlans.len(), 1);
         let mut bad = spec();
         bad.addresses[0].cidr = "10.1.0.500/24".into();
         bad.vlans[0].vlan_id = 5000;
-        let message = checked_config(&bad, 1).unwrap_err();
+        let message = checked_config(&bad).unwrap_err();
         assert!(
             message.contains("vlans[0].vlanId") && message.contains("addresses[0].cidr"),
             "{message}"
@@ -297,33 +296,46 @@ mod tests {
 
     #[test]
     fn push_only_when_the_agent_holds_something_else() {
-        let desired = checked_config(&spec(), 3).unwrap();
-        assert_eq!(push(&desired, None), Push::Send(desired.clone()));
+        let desired = checked_config(&spec()).unwrap();
+        let numbered = |generation| {
+            Push::Send(DesiredConfig {
+                generation,
+                ..desired.clone()
+            })
+        };
+        // An empty agent gets the first generation.
+        assert_eq!(push(&desired, None), numbered(1));
         // Same content: nothing to do, whatever generation the agent numbered it with.
-        assert_eq!(push(&desired, Some(&desired)), Push::UpToDate);
-        let older_number = DesiredConfig {
-            generation: 1,
+        let held = DesiredConfig {
+            generation: 7,
             ..desired.clone()
         };
-        assert_eq!(push(&desired, Some(&older_number)), Push::UpToDate);
-        // Different content at a lower generation: the resource's generation.
+        assert_eq!(push(&desired, Some(&held)), Push::UpToDate);
+        // Different content: the generation after the agent's, never a jump.
         let old = DesiredConfig {
             generation: 2,
             ..Default::default()
         };
-        assert_eq!(push(&desired, Some(&old)), Push::Send(desired.clone()));
-        // The agent is ahead (the resource was re-created): continue after its generation.
-        let ahead = DesiredConfig {
-            generation: 9,
+        assert_eq!(push(&desired, Some(&old)), numbered(3));
+    }
+
+    #[test]
+    fn an_agent_holding_the_maximum_generation_still_takes_the_next_push() {
+        // Whoever put u64::MAX there (state from before the agent enforced the sequence), the
+        // manager's next push is the one the agent accepts: 1, after the wrap.
+        let desired = checked_config(&spec()).unwrap();
+        let stuck = DesiredConfig {
+            generation: u64::MAX,
             ..Default::default()
         };
-        match push(&desired, Some(&ahead)) {
-            Push::Send(config) => {
-                assert_eq!(config.generation, 10);
-                assert_eq!(config.vlans, desired.vlans);
-            }
-            other => panic!("expected a push, got {other:?}"),
-        }
+        let Push::Send(next) = push(&desired, Some(&stuck)) else {
+            panic!("the content differs: a push");
+        };
+        assert_eq!(next.generation, 1);
+        assert_eq!(
+            nes_api::generation::check(Some(u64::MAX), next.generation, || false),
+            Ok(())
+        );
     }
 
     #[test]

@@ -178,8 +178,8 @@ where
 type Changes = Pin<Box<dyn Stream<Item = ()> + Send>>;
 
 /// A reflector over `api` whose stream yields `()` per change (errors are retried with backoff
-/// by the watcher and only logged here).
-fn cache<K>(api: Api<K>) -> (Store<K>, Changes)
+/// by the watcher and only logged here). `modify` trims each object before it is cached.
+fn cache<K>(api: Api<K>, modify: impl FnMut(&mut K) + Send + 'static) -> (Store<K>, Changes)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -192,7 +192,9 @@ where
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(api, watcher::Config::default()).default_backoff(),
+        watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(modify),
     )
     .map(|event| {
         if let Err(e) = event {
@@ -202,19 +204,28 @@ where
     (store, Box::pin(stream))
 }
 
+/// Drops a cached resource's managedFields, which the hub never reads.
+fn without_managed_fields<K: Resource>(guard: &mut DeserializeGuard<K>) {
+    if let Ok(object) = &mut guard.0 {
+        object.meta_mut().managed_fields = None;
+    }
+}
+
 /// Runs the hub until `stop` is cancelled.
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let client = ctx.runtime.client.clone();
     let ns = ctx.settings.namespace.clone();
-    let (configs, config_changes) = cache(scoped::<DeserializeGuard<NetworkConfiguration>>(
-        &client,
-        ns.as_deref(),
-    ));
-    let (cares, care_changes) = cache(scoped::<DeserializeGuard<NetworkCare>>(
-        &client,
-        ns.as_deref(),
-    ));
-    let (pod_store, pod_changes) = cache(scoped::<Pod>(&client, ns.as_deref()));
+    let (configs, config_changes) = cache(
+        scoped::<DeserializeGuard<NetworkConfiguration>>(&client, ns.as_deref()),
+        without_managed_fields,
+    );
+    let (cares, care_changes) = cache(
+        scoped::<DeserializeGuard<NetworkCare>>(&client, ns.as_deref()),
+        without_managed_fields,
+    );
+    // Every pod of the namespaces is cached (a NetworkCare may select any), so each is cut
+    // down to what the plan reads first.
+    let (pod_store, pod_changes) = cache(scoped::<Pod>(&client, ns.as_deref()), pods::slim);
     let mut changes = futures::stream::select_all([config_changes, care_changes, pod_changes]);
     let (observed, mut observations) = mpsc::channel(1024);
     let mut hub = Hub {

@@ -29,7 +29,7 @@ pub async fn reconcile(nc: Arc<NetworkConfiguration>, ctx: Arc<Context>) -> Resu
     let ns = nc.namespace().unwrap_or_default();
     let pod_name = nc.spec.pod.clone();
     let generation = nc.metadata.generation.unwrap_or(1).max(1);
-    let desired = match decide::checked_config(&nc.spec, generation as u64) {
+    let desired = match decide::checked_config(&nc.spec) {
         Ok(config) => config,
         Err(message) => {
             report(&nc, &ctx, Outcome::Invalid(message.clone())).await?;
@@ -100,8 +100,9 @@ pub async fn reconcile(nc: Arc<NetworkConfiguration>, ctx: Arc<Context>) -> Resu
             .timeout(ctx.settings.agent_timeout);
             match writer.apply(&config).await {
                 Ok(response) => {
-                    tracing::info!(namespace = %ns, pod = %pod_name, generation = config.generation,
-                        boot_id = %response.boot_id, "configuration pushed");
+                    tracing::info!(namespace = %ns, pod = %pod_name, generation,
+                        agent_generation = config.generation, boot_id = %response.boot_id,
+                        "configuration pushed");
                     ctx.runtime
                         .events
                         .normal(
@@ -109,7 +110,7 @@ pub async fn reconcile(nc: Arc<NetworkConfiguration>, ctx: Arc<Context>) -> Resu
                             "Pushed",
                             "Push",
                             format!(
-                                "generation {} pushed to the agent of pod {pod_name}",
+                                "generation {generation} pushed to the agent of pod {pod_name} (agent generation {})",
                                 config.generation
                             ),
                         )
@@ -139,7 +140,8 @@ pub async fn reconcile(nc: Arc<NetworkConfiguration>, ctx: Arc<Context>) -> Resu
                     return Ok(Action::await_change());
                 }
                 Err(e @ ClientError::Api { status: 409, .. }) => {
-                    // Someone wrote between our read and our write: read again after backoff.
+                    // Someone wrote between our read and our write (the generation we numbered
+                    // from is no longer the agent's): read again after backoff.
                     return fail(&nc, &ctx, "GenerationConflict", failing(e.to_string())).await;
                 }
                 Err(

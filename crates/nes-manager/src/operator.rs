@@ -7,9 +7,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use nes_api::crd::{NetworkCare, NetworkConfiguration};
 use operator_core::Runtime;
 use tokio::sync::{broadcast, watch};
@@ -101,16 +101,21 @@ pub async fn run(runtime: Arc<Runtime>, settings: ManagerSettings) -> Result<(),
 
     let configs = {
         let ctx = ctx.clone();
-        let pods: Api<Pod> = scoped(&client, ns.as_deref());
+        let pods: Api<PartialObjectMeta<Pod>> = scoped(&client, ns.as_deref());
         let trigger = ctx.config_triggers.clone();
         operator_core::run(
             runtime.clone(),
             scoped::<DeserializeGuard<NetworkConfiguration>>(&client, ns.as_deref()),
             watcher::Config::default(),
             move |controller| {
+                // A NetworkConfiguration is named after its pod, so a pod's name is all this
+                // trigger needs: a metadata-only watch (still an event for every change of the
+                // pod, status included; the reconciler reads the pod itself).
+                let pod_changes = watcher::watcher(pods.clone(), watcher::Config::default())
+                    .default_backoff()
+                    .touched_objects();
                 controller
-                    // A NetworkConfiguration is named after its pod.
-                    .watches(pods.clone(), watcher::Config::default(), |pod| {
+                    .watches_stream(pod_changes, |pod: PartialObjectMeta<Pod>| {
                         Some(object_ref(
                             &pod.namespace().unwrap_or_default(),
                             &pod.name_any(),

@@ -3,7 +3,8 @@
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::{Selector, SelectorExt};
 use nes_api::crd::NetworkCare;
 
@@ -79,6 +80,45 @@ pub fn target(pod: &Pod) -> Result<Target, NotReady> {
     })?;
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     Ok(Target { uid, ip })
+}
+
+/// Drops from `pod` everything the manager does not read, before it enters the hub's cache:
+/// the manager caches every pod of its namespaces (a NetworkCare may select any of them), and
+/// whole pods, managedFields above all, cost many times what it uses.
+///
+/// Kept: what [`target`] and [`Selection::selects`] read (name, namespace, uid, labels,
+/// deletionTimestamp, resourceVersion; phase, podIP and the nes-agent's container status).
+/// A unit test checks that both decide the same on the slim pod; whoever reads more from a
+/// cached pod keeps it here.
+pub fn slim(pod: &mut Pod) {
+    let metadata = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: metadata.name,
+        namespace: metadata.namespace,
+        uid: metadata.uid,
+        labels: metadata.labels,
+        deletion_timestamp: metadata.deletion_timestamp,
+        resource_version: metadata.resource_version,
+        ..ObjectMeta::default()
+    };
+    pod.spec = None;
+    pod.status = pod.status.take().map(|status| {
+        let agent_only = |statuses: Option<Vec<ContainerStatus>>| {
+            let agent: Vec<ContainerStatus> = statuses
+                .into_iter()
+                .flatten()
+                .filter(|c| c.name == AGENT_CONTAINER)
+                .collect();
+            (!agent.is_empty()).then_some(agent)
+        };
+        PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            init_container_statuses: agent_only(status.init_container_statuses),
+            container_statuses: agent_only(status.container_statuses),
+            ..PodStatus::default()
+        }
+    });
 }
 
 /// The base URL of the agent at `ip` on `port` (IPv6 in brackets).
@@ -202,6 +242,86 @@ mod tests {
             "state": {"running": {}}
         }]}));
         assert!(target(&started).is_ok(), "started but not ready is enough");
+    }
+
+    /// A pod as the API server sends it: spec, annotations, owner references, conditions,
+    /// managedFields and every container's status.
+    fn full(phase: &str, agent_state: serde_json::Value, deleting: bool) -> Pod {
+        let mut pod = pod(json!({
+            "metadata": {
+                "name": "app-0", "namespace": "ns", "uid": "u1", "resourceVersion": "42",
+                "labels": {"app": "web", "tier": "a"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "name": "app", "uid": "s1", "controller": true}],
+                "managedFields": [{"manager": "kubelet", "operation": "Update",
+                    "apiVersion": "v1", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:status": {"f:phase": {}}}}],
+            },
+            "spec": {"containers": [{"name": "app", "image": "app:1"}],
+                "initContainers": [{"name": AGENT_CONTAINER, "image": "agent:1",
+                    "restartPolicy": "Always"}]},
+            "status": {
+                "phase": phase, "podIP": "10.0.0.7",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "app", "image": "app:1", "imageID": "",
+                    "ready": false, "restartCount": 0, "state": {"running": {}}}],
+                "initContainerStatuses": [{"name": AGENT_CONTAINER, "image": "agent:1",
+                    "imageID": "", "ready": false, "restartCount": 0, "started": true,
+                    "state": agent_state}],
+            },
+        }));
+        if deleting {
+            pod.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+            );
+        }
+        pod
+    }
+
+    #[test]
+    fn a_slim_pod_decides_like_the_whole_pod_and_keeps_nothing_else() {
+        let selections = [
+            care(json!({"names": ["app-0"]})),
+            care(json!({"names": ["app-1"]})),
+            care(json!({"selector": {"matchLabels": {"app": "web"}}})),
+            care(json!({"selector": {"matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["a"]}]}})),
+        ]
+        .map(|c| Selection::of(&c).unwrap());
+        for whole in [
+            full("Running", json!({"running": {}}), false),
+            full(
+                "Running",
+                json!({"waiting": {"reason": "CrashLoopBackOff"}}),
+                false,
+            ),
+            full("Running", json!({"running": {}}), true),
+            full("Pending", json!({"running": {}}), false),
+        ] {
+            let mut slim_pod = whole.clone();
+            slim(&mut slim_pod);
+            assert_eq!(target(&slim_pod), target(&whole));
+            for selection in &selections {
+                assert_eq!(selection.selects(&slim_pod), selection.selects(&whole));
+            }
+            assert_eq!(slim_pod.metadata.managed_fields, None);
+            assert_eq!(slim_pod.metadata.annotations, None);
+            assert_eq!(slim_pod.metadata.owner_references, None);
+            assert_eq!(slim_pod.metadata.resource_version.as_deref(), Some("42"));
+            assert_eq!(slim_pod.spec, None);
+            let status = slim_pod.status.as_ref().unwrap();
+            assert_eq!(status.conditions, None);
+            assert_eq!(
+                status.container_statuses, None,
+                "the app's status is not read"
+            );
+            assert_eq!(status.init_container_statuses.as_ref().unwrap().len(), 1);
+        }
+        // A pod without status stays without.
+        let mut bare = pod(json!({"metadata": {"name": "p"}}));
+        slim(&mut bare);
+        assert_eq!(target(&bare).unwrap_err().reason, "PodNotRunning");
     }
 
     fn care(pods: serde_json::Value) -> NetworkCare {

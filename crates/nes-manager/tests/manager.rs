@@ -148,6 +148,76 @@ async fn config_is_pushed_status_follows_results_and_a_manager_restart_pushes_no
 }
 
 #[tokio::test]
+async fn a_forged_generation_locks_nobody_out() {
+    let env = env().await;
+    let agent_ip = ip("127.0.6.2");
+    let port = free_port(agent_ip).await;
+    let server = AgentServer::start(agent_ip, port, &["lo", "eth0"]).await;
+    let agent = server.agent.clone();
+    let manager = Manager::start(&env, port);
+    running_pod(&env, "gen-0", agent_ip, json!({})).await;
+    network_configuration(&env, "gen-0", &["10.6.0.5/24"]).await;
+    eventually("applied", TIMEOUT, || async {
+        let s = nc_status(&env, "gen-0").await?;
+        (condition(&s.conditions, "Available")?.0 == "True").then_some(())
+    })
+    .await;
+    let spec = agent.stored().unwrap();
+    assert_eq!(spec.generation, 1);
+
+    // Someone holding the token tries to park the agent at u64::MAX: refused (409), nothing
+    // changes.
+    let forger = nes_agent::client::AgentClient::new(
+        format!("http://{agent_ip}:{port}"),
+        Some(TOKEN.to_owned()),
+    )
+    .unwrap();
+    let forged = nes_api::DesiredConfig {
+        generation: u64::MAX,
+        ..Default::default()
+    };
+    match forger.apply(&forged).await {
+        Err(nes_agent::client::ClientError::Api { status, errors }) => {
+            assert_eq!(status, 409);
+            assert!(
+                errors[0].message.contains("is not the next generation"),
+                "{errors:?}"
+            );
+        }
+        other => panic!("expected a 409, got {other:?}"),
+    }
+    assert_eq!(agent.stored().unwrap(), spec);
+
+    // An agent that holds u64::MAX anyway (state from before the rule), with other content:
+    // the manager's next push is generation 1 (the sequence wraps) and is accepted.
+    agent.force(forged);
+    eventually("the spec pushed again after the wrap", TIMEOUT, || async {
+        let held = agent.stored()?;
+        (held.generation == 1 && held.addresses == spec.addresses).then_some(())
+    })
+    .await;
+    assert_eq!(agent.puts(), 2);
+
+    // And the sequence goes on: a spec change is generation 2 on the agent.
+    let api: Api<NetworkConfiguration> = env.api();
+    let patch = json!({"spec": {"addresses": [{"interface": "eth0.100", "cidr": "10.6.0.6/24"}]}});
+    api.patch("gen-0", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = eventually("the change applied", TIMEOUT, || async {
+        let s = nc_status(&env, "gen-0").await?;
+        (s.applied_generation == Some(2) && condition(&s.conditions, "Available")?.0 == "True")
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(status.results.len(), 2);
+    assert_eq!(agent.stored().unwrap().generation, 2);
+
+    manager.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn agent_restart_and_pod_recreation_push_again() {
     let env = env().await;
     let first_ip = ip("127.0.2.2");

@@ -186,8 +186,9 @@ impl Netlink {
         Ok(observed)
     }
 
-    /// Performs one action. Routes are created with `NLM_F_REPLACE` (a retry is harmless);
-    /// addresses exclusively (`EEXIST` when one is already there).
+    /// Performs one action. Addresses and routes are created exclusively (`EEXIST` when one is
+    /// already there, see [`crate::plan::on_exists`]); only a route the agent created is ever
+    /// replaced (`NLM_F_REPLACE`).
     pub async fn execute(&self, action: &Action) -> Result<(), NetlinkError> {
         let operation = describe(action);
         let result = match action {
@@ -218,6 +219,12 @@ impl Netlink {
             Action::DeleteAddress { index, net } => {
                 let message: AddressMessage = messages::address(*index, *net, self.protocol);
                 self.handle.address().del(message).execute().await
+            }
+            Action::AddRoute(spec) => {
+                // rtnetlink's add is NLM_F_CREATE | NLM_F_EXCL: never over someone's route
+                // (and never appended to it as an IPv6 multipath next hop).
+                let message = messages::route(spec);
+                self.handle.route().add(message).execute().await
             }
             Action::ReplaceRoute(spec) => {
                 let message = messages::route(spec);
@@ -250,6 +257,10 @@ pub fn describe(action: &Action) -> String {
         Action::DeleteAddress { index, net } => {
             format!("delete address {net} from link index {index}")
         }
+        Action::AddRoute(spec) => format!(
+            "add route {} table {} metric {}",
+            spec.id.destination, spec.id.table, spec.id.metric
+        ),
         Action::ReplaceRoute(spec) => format!(
             "replace route {} table {} metric {}",
             spec.id.destination, spec.id.table, spec.id.metric

@@ -31,8 +31,9 @@ use tokio::task::JoinHandle;
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const TOKEN: &str = "test-agent-token";
 
-/// Applies like the real agent as far as the manager can tell: generations only move forward
-/// (an equal one must have equal content), every item gets `initial` as its state, and each
+/// Applies like the real agent as far as the manager can tell: the real generation rule (the
+/// held generation with the same content, or the next one), every item gets `initial` as its
+/// state, and each
 /// accepted config publishes a new status. Counts the PUTs it accepted.
 pub struct FakeAgent {
     pub boot_id: BootId,
@@ -81,6 +82,26 @@ impl FakeAgent {
 
     pub fn stored(&self) -> Option<DesiredConfig> {
         self.config.lock().unwrap().clone()
+    }
+
+    /// Makes the agent hold `config` without the generation rule, as state written before the
+    /// rule existed would, and publishes it (the status stream carries the new generation).
+    pub fn force(&self, config: DesiredConfig) {
+        let results: Vec<ItemResult> = nes_api::apply_order(&config)
+            .into_iter()
+            .map(|item| ItemResult {
+                item,
+                state: ItemState::Applied,
+                message: None,
+            })
+            .collect();
+        self.sender.send_modify(|status| {
+            let mut next = Status::clone(status);
+            next.generation = Some(config.generation);
+            next.results = results;
+            *status = Arc::new(next);
+        });
+        *self.config.lock().unwrap() = Some(config);
     }
 
     /// The state the next applies give every item.
@@ -137,19 +158,12 @@ impl FakeAgent {
 impl Agent for FakeAgent {
     async fn apply(&self, config: DesiredConfig) -> Result<ApplyResponse, ApplyError> {
         let mut stored = self.config.lock().unwrap();
-        if let Some(applied) = stored.as_ref() {
-            let conflict = |reason| ApplyError::Conflict {
-                sent: config.generation,
-                applied: applied.generation,
-                reason,
-            };
-            if config.generation < applied.generation {
-                return Err(conflict("older than the applied generation"));
-            }
-            if config.generation == applied.generation && config != *applied {
-                return Err(conflict("same generation, different content"));
-            }
-        }
+        // The real agent's rule: the held generation again with the same content, or the next.
+        nes_api::generation::check(
+            stored.as_ref().map(|c| c.generation),
+            config.generation,
+            || stored.as_ref() == Some(&config),
+        )?;
         let state = *self.initial.lock().unwrap();
         let results: Vec<ItemResult> = nes_api::apply_order(&config)
             .into_iter()
