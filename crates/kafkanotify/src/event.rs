@@ -15,7 +15,7 @@ pub const TYPE_PREFIX: &str = "io.kubecrew.kafkanotify.edgeapplication.";
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// What happened to an application's location.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     /// First announcement of the application.
@@ -76,6 +76,21 @@ pub fn event_id(uid: &str, generation: i64, kind: EventKind) -> String {
     }
 }
 
+/// The key of an application: `<namespace>/<appId>`. The appId alone is not unique (it
+/// defaults to the resource name, and two namespaces may use the same one), so the namespace is
+/// part of every identity: the record key, `ce_subject`, and the client's tracking.
+pub fn app_key(namespace: &str, app_id: &str) -> String {
+    format!("{namespace}/{app_id}")
+}
+
+/// The CloudEvents id of the `removed` sent to a topic the resource stopped using at
+/// `generation` (the final `removed` of a deleted resource is [`event_id`]'s): distinct from
+/// it, so a client of a topic the application left and later returned to does not drop the
+/// final removal as a duplicate.
+pub fn retraction_id(uid: &str, generation: i64) -> String {
+    format!("{uid}.{generation}.removed")
+}
+
 /// The CloudEvents `source`: the resource's API path.
 pub fn source(namespace: &str, name: &str) -> String {
     format!("/apis/{GROUP}/v1alpha1/namespaces/{namespace}/edgeapplications/{name}")
@@ -102,6 +117,11 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// The application's key, `<namespace>/<appId>` (the record key and `ce_subject`).
+    pub fn key(&self) -> String {
+        app_key(&self.namespace, &self.app_id)
+    }
+
     /// The location announced, unless the application was removed.
     pub fn location(&self) -> Option<Location> {
         Some(Location {
@@ -146,7 +166,7 @@ pub enum DecodeError {
 }
 
 impl Notification {
-    /// The Kafka record: key = appId, CloudEvents attributes as `ce_` headers.
+    /// The Kafka record: key = `<namespace>/<appId>`, CloudEvents attributes as `ce_` headers.
     pub fn to_record(&self) -> Record {
         let mut headers = BTreeMap::new();
         let mut header = |name: &str, value: String| {
@@ -157,12 +177,12 @@ impl Notification {
         header("ce_source", self.source.clone());
         header("ce_type", self.kind.ce_type());
         header("ce_time", self.time.to_string());
-        header("ce_subject", self.payload.app_id.clone());
+        header("ce_subject", self.payload.key());
         header("content-type", CONTENT_TYPE.into());
         let value = serde_json::to_vec(&self.payload).unwrap_or_default();
         let millis = self.time.as_millisecond();
         Record {
-            key: Some(self.payload.app_id.clone().into_bytes()),
+            key: Some(self.payload.key().into_bytes()),
             value: Some(value),
             headers,
             timestamp: chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default(),
@@ -290,19 +310,25 @@ mod tests {
             header("ce_type"),
             "io.kubecrew.kafkanotify.edgeapplication.migrated"
         );
-        assert_eq!(header("ce_subject"), "carla");
+        assert_eq!(header("ce_subject"), "edge/carla");
         assert_eq!(header("content-type"), "application/json");
         assert_eq!(
             header("ce_source"),
             "/apis/kafkanotify.kubecrew.io/v1alpha1/namespaces/edge/edgeapplications/carla"
         );
-        assert_eq!(record.key.as_deref(), Some(&b"carla"[..]));
+        assert_eq!(record.key.as_deref(), Some(&b"edge/carla"[..]));
         assert_eq!(record.timestamp.timestamp_millis(), n.time.as_millisecond());
         let value: serde_json::Value =
             serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
         assert_eq!(value["previous"]["edgeNodeId"], "node-a");
         assert_eq!(value["endpoint"]["protocol"], "TCP");
         assert_eq!(Notification::from_record(&record), Ok(n));
+    }
+
+    #[test]
+    fn the_same_app_id_in_two_namespaces_has_two_keys() {
+        assert_eq!(app_key("ns-a", "web"), "ns-a/web");
+        assert_ne!(app_key("ns-a", "web"), app_key("ns-b", "web"));
     }
 
     #[test]

@@ -254,6 +254,9 @@ pub enum KafkaError {
     /// The operation took longer than the configured timeout.
     #[error("Kafka did not answer within {0:?}")]
     Timeout(Duration),
+    /// The topic does not exist and the operator may not create it (`--create-topics=false`).
+    #[error("topic {0} does not exist (and --create-topics is false)")]
+    TopicMissing(String),
 }
 
 impl KafkaError {
@@ -263,6 +266,7 @@ impl KafkaError {
             KafkaError::Unavailable(_) => "KafkaUnavailable",
             KafkaError::Rejected(_) => "KafkaRejected",
             KafkaError::Timeout(_) => "KafkaTimeout",
+            KafkaError::TopicMissing(_) => "KafkaTopicMissing",
         }
     }
 }
@@ -331,6 +335,8 @@ pub struct TopicLayout {
     pub partitions: i32,
     /// Replication factor of a created topic.
     pub replication_factor: i16,
+    /// Whether a missing topic is created at all.
+    pub create: bool,
 }
 
 /// Publishes notifications and waits for the broker's acknowledgement. Holds one connection
@@ -414,6 +420,9 @@ impl Publisher {
         }
         let client = self.client().await?;
         let mut count = topic_partitions(&client, topic).await?;
+        if count.is_none() && !self.layout.create {
+            return Err(KafkaError::TopicMissing(topic.to_owned()));
+        }
         if count.is_none() {
             let created = client
                 .controller_client()?

@@ -10,8 +10,10 @@
 //! - [`event`]: which notification a change calls for, and its wire format.
 //! - [`partitioner`]: the Java client's murmur2 partitioner.
 //! - [`kafka`]: connection settings (TLS, SASL) and the acknowledged publisher.
+//! - [`outbox`]: the next event and the status around it (pure).
 //! - [`reconcile`]: the reconciler.
 //! - [`operator`]: wiring the reconciler into operator-core.
+//! - [`topics`]: which topics resources may name.
 //! - [`follow`]: the client library.
 
 pub mod event;
@@ -19,6 +21,8 @@ pub mod follow;
 pub mod kafka;
 pub mod metrics;
 pub mod operator;
+pub mod outbox;
 pub mod partitioner;
 pub mod reconcile;
 pub mod resource;
+pub mod topics;

@@ -8,6 +8,7 @@ pub struct PublishMetrics {
     published: IntCounterVec,
     latency: HistogramVec,
     errors: IntCounterVec,
+    skipped: IntCounterVec,
 }
 
 impl PublishMetrics {
@@ -37,6 +38,14 @@ impl PublishMetrics {
             ),
             &["reason"],
         )?;
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "kafkanotify_removal_notices_skipped_total",
+                "Deleted resources whose removal notice was given up on, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(skipped.clone()))?;
         registry.register(Box::new(published.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -44,6 +53,7 @@ impl PublishMetrics {
             published,
             latency,
             errors,
+            skipped,
         })
     }
 
@@ -53,6 +63,11 @@ impl PublishMetrics {
         self.latency
             .with_label_values(&[kind])
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a deletion that finished without its removal notice (`Annotation`, `Timeout`).
+    pub fn removal_skipped(&self, reason: &str) {
+        self.skipped.with_label_values(&[reason]).inc();
     }
 
     /// Records a failed publication.

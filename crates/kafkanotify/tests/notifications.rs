@@ -70,7 +70,7 @@ fn follower(
     let stop = CancellationToken::new();
     let config = follow::Config {
         topic: TOPIC.into(),
-        app_id: Some("carla".into()),
+        app_id: Some(follow::AppSelector::Bare("carla".into())),
         start,
     };
     tokio::spawn(follow::follow(
@@ -120,13 +120,14 @@ async fn each_change_publishes_one_event_and_metadata_changes_none() {
         header(record, "ce_type"),
         "io.kubecrew.kafkanotify.edgeapplication.placed"
     );
-    assert_eq!(header(record, "ce_subject"), "carla");
+    let key = format!("{}/carla", env.namespace());
+    assert_eq!(header(record, "ce_subject"), key);
     assert_eq!(header(record, "content-type"), "application/json");
     assert!(header(record, "ce_time").parse::<jiff::Timestamp>().is_ok());
-    assert_eq!(record.record.key.as_deref(), Some(&b"carla"[..]));
+    assert_eq!(record.record.key.as_deref(), Some(key.as_bytes()));
     assert_eq!(
         placed.partition,
-        kafkanotify::partitioner::partition_for(b"carla", 3),
+        kafkanotify::partitioner::partition_for(key.as_bytes(), 3),
         "the key's murmur2 partition"
     );
     let value: serde_json::Value =

@@ -3,8 +3,9 @@
 //! Prints one JSON line per location change and, with `--exec`, runs a command with the new
 //! location in its environment (how an edge client reconnects).
 
+use anyhow::Context as _;
 use clap::Parser;
-use kafkanotify::follow::{self, Change, StartAt};
+use kafkanotify::follow::{self, AppSelector, Change, StartAt};
 use kafkanotify::kafka::KafkaArgs;
 use tokio_util::sync::CancellationToken;
 
@@ -21,13 +22,14 @@ struct Cli {
         default_value = "carla-server-migration"
     )]
     topic: String,
-    /// Follow one application; all when not set.
+    /// Follow one application, `namespace/appId`; a bare appId is accepted when only one
+    /// namespace announces it on the topic. All applications when not set.
     #[arg(long, env = "KAFKANOTIFY_APP_ID")]
-    app_id: Option<String>,
+    app_id: Option<AppSelector>,
     /// Where to start reading.
     #[arg(long, value_enum, default_value_t = StartAt::Latest)]
     from: StartAt,
-    /// Run this shell command on each change, with KAFKANOTIFY_APP_ID, KAFKANOTIFY_EVENT,
+    /// Run this shell command on each change, with KAFKANOTIFY_NAMESPACE, KAFKANOTIFY_APP_ID, KAFKANOTIFY_EVENT,
     /// KAFKANOTIFY_EDGE_NODE_ID, KAFKANOTIFY_HOST, KAFKANOTIFY_PORT and KAFKANOTIFY_PROTOCOL
     /// set (empty after a removal). Changes wait for it to finish, so they stay in order.
     #[arg(long)]
@@ -50,9 +52,20 @@ async fn main() -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
+    let app_id = match cli.app_id.clone() {
+        Some(selector) => {
+            // An ambiguous bare appId would make the client follow whichever namespace
+            // announces first: refuse, and say which names would work.
+            let resolved = follow::resolve(&connection, &cli.topic, selector)
+                .await
+                .context("reading the topic to find the application's namespace")?;
+            Some(resolved.map_err(|e| anyhow::anyhow!(e))?)
+        }
+        None => None,
+    };
     let config = follow::Config {
         topic: cli.topic.clone(),
-        app_id: cli.app_id.clone(),
+        app_id,
         start: cli.from,
     };
     let exec = cli.exec.clone();
@@ -93,6 +106,7 @@ async fn run(command: &str, change: &Change) {
     let status = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
+        .env("KAFKANOTIFY_NAMESPACE", &change.namespace)
         .env("KAFKANOTIFY_APP_ID", &change.app_id)
         .env("KAFKANOTIFY_EVENT", change.event.as_str())
         .env(
