@@ -14,7 +14,7 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use tokio::sync::Mutex;
 
-use crate::event::Notification;
+use crate::event::{ContentMode, Notification};
 use crate::partitioner;
 
 /// Kafka connection flags, shared by `kafkanotify` and `kafkanotify-client`.
@@ -345,6 +345,7 @@ pub struct TopicLayout {
 pub struct Publisher {
     connection: Connection,
     layout: TopicLayout,
+    mode: ContentMode,
     state: Mutex<State>,
 }
 
@@ -361,8 +362,15 @@ impl Publisher {
         Publisher {
             connection,
             layout,
+            mode: ContentMode::Binary,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The same publisher writing records in `mode`.
+    pub fn with_content_mode(mut self, mode: ContentMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Publishes `notification` to `topic` (creating the topic if missing) in the partition of
@@ -388,7 +396,7 @@ impl Publisher {
         topic: &str,
         notification: &Notification,
     ) -> Result<Ack, KafkaError> {
-        let record = notification.to_record();
+        let record = notification.to_record_in(self.mode);
         let key = record.key.clone().unwrap_or_default();
         let partitions = self.partitions(topic).await?;
         let partition = partitioner::partition_for(&key, partitions);

@@ -7,6 +7,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::watcher;
 use operator_core::{Runtime, Settings};
 
+use crate::event::ContentMode;
 use crate::kafka::{KafkaArgs, Publisher, TopicLayout};
 use crate::metrics::PublishMetrics;
 use crate::reconcile::{self, AfterPublish, Context};
@@ -49,6 +50,10 @@ pub struct NotifyArgs {
     #[arg(long, env = "KAFKANOTIFY_REMOVAL_TIMEOUT", default_value = "15m",
           value_parser = operator_core::duration::parse)]
     pub removal_timeout: std::time::Duration,
+    /// CloudEvents content mode of the records: `binary` (attributes in `ce_` headers) or
+    /// `structured` (the whole event as JSON in the value).
+    #[arg(long, env = "KAFKANOTIFY_CONTENT_MODE", value_enum, default_value_t = ContentMode::Binary)]
+    pub content_mode: ContentMode,
 }
 
 /// Why the operator cannot start.
@@ -85,7 +90,7 @@ pub fn context(
     let metrics = PublishMetrics::register(runtime.metrics.registry())?;
     Ok(Arc::new(Context {
         runtime,
-        publisher: Publisher::new(connection, layout),
+        publisher: Publisher::new(connection, layout).with_content_mode(args.content_mode),
         topics,
         removal_timeout: (!args.removal_timeout.is_zero()).then_some(args.removal_timeout),
         metrics,

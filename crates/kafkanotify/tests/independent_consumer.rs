@@ -208,3 +208,66 @@ async fn librdkafka_sees_a_topic_change_on_both_topics() {
     );
     operator.stop().await;
 }
+
+/// `--content-mode structured`: librdkafka's consumer gets the whole CloudEvent as JSON in the
+/// value (`application/cloudevents+json`), and the project's client reads it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_reads_a_structured_cloudevent() {
+    let python = tokio::task::spawn_blocking(testkit::tools::python)
+        .await
+        .expect("install task")
+        .expect("Python client installed");
+    let env = env().await;
+    let broker = broker().await;
+    let client = env.client();
+    let operator = Operator::start_with(client.clone(), &broker, None, |args| {
+        args.content_mode = kafkanotify::event::ContentMode::Structured;
+    })
+    .await;
+    let api: Api<EdgeApplication> = Api::default_namespaced(client.clone());
+    let created = api
+        .create(&PostParams::default(), &app("carla", "node-a", "10.0.0.1"))
+        .await
+        .expect("created");
+    let notified = eventually("placed and acknowledged", TIMEOUT, || async {
+        api.get("carla").await.ok()?.status?.notified
+    })
+    .await;
+
+    let seen = consume(&python, &broker.bootstrap(), TOPIC, 1).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let record = &seen[0];
+    let key = format!("{}/carla", env.namespace());
+    assert_eq!(record["key"], key.as_str());
+    assert_eq!(
+        record["headers"],
+        json!({"content-type": "application/cloudevents+json"})
+    );
+    let uid = created.metadata.uid.expect("uid");
+    let event = &record["value"];
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["id"], format!("{uid}.1.placed"));
+    assert_eq!(event["source"], source(env.namespace(), "carla"));
+    assert_eq!(
+        event["type"],
+        "io.kubecrew.kafkanotify.edgeapplication.placed"
+    );
+    assert_eq!(event["subject"], key.as_str());
+    assert_eq!(event["datacontenttype"], "application/json");
+    assert!(
+        event["time"]
+            .as_str()
+            .is_some_and(|t| t.parse::<jiff::Timestamp>().is_ok())
+    );
+    assert_eq!(
+        event["data"],
+        json!({"appId": "carla", "namespace": env.namespace(), "name": "carla",
+               "edgeNodeId": "node-a",
+               "endpoint": {"host": "10.0.0.1", "port": 2000, "protocol": "TCP"},
+               "previous": null, "generation": 1})
+    );
+    let ours = decode(&records(&broker, notified.partition, notified.offset, 1).await[0]);
+    assert_eq!(ours.id, format!("{uid}.1.placed"));
+    assert_eq!(ours.payload.edge_node_id.as_deref(), Some("node-a"));
+    operator.stop().await;
+}

@@ -95,6 +95,7 @@ impl Operator {
             allowed_topics_regex: None,
             create_topics: true,
             removal_timeout: Duration::from_secs(3600),
+            content_mode: kafkanotify::event::ContentMode::Binary,
         };
         configure(&mut args);
         let ctx = operator::context(runtime.clone(), &args, after_publish).expect("context");
