@@ -1,6 +1,6 @@
 //! The operator's own metrics, registered beside operator-core's.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Publication metrics.
 #[derive(Clone)]
@@ -9,6 +9,7 @@ pub struct PublishMetrics {
     latency: HistogramVec,
     errors: IntCounterVec,
     skipped: IntCounterVec,
+    cached_topics: IntGauge,
 }
 
 impl PublishMetrics {
@@ -46,6 +47,11 @@ impl PublishMetrics {
             &["reason"],
         )?;
         registry.register(Box::new(skipped.clone()))?;
+        let cached_topics = IntGauge::new(
+            "kafkanotify_publisher_cached_topics",
+            "Topics the publisher holds metadata and partition clients for (bounded, LRU)",
+        )?;
+        registry.register(Box::new(cached_topics.clone()))?;
         registry.register(Box::new(published.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -54,6 +60,7 @@ impl PublishMetrics {
             latency,
             errors,
             skipped,
+            cached_topics,
         })
     }
 
@@ -68,6 +75,12 @@ impl PublishMetrics {
     /// Records a deletion that finished without its removal notice (`Annotation`, `Timeout`).
     pub fn removal_skipped(&self, reason: &str) {
         self.skipped.with_label_values(&[reason]).inc();
+    }
+
+    /// Records the size of the publisher's topic cache.
+    pub fn cached_topics(&self, topics: usize) {
+        self.cached_topics
+            .set(i64::try_from(topics).unwrap_or(i64::MAX));
     }
 
     /// Records a failed publication.

@@ -321,6 +321,8 @@ async fn publish(
 ) -> Result<crate::kafka::Ack, KafkaError> {
     let started = Instant::now();
     let result = ctx.publisher.publish(topic, notification).await;
+    ctx.metrics
+        .cached_topics(ctx.publisher.cached_topics().await);
     match &result {
         Ok(ack) => {
             ctx.metrics
