@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client_state::ClientState;
 use crate::event::{EventKind, Notification};
 use crate::kafka::{self, Connection, KafkaError};
 use crate::resource::Location;
@@ -291,6 +292,9 @@ pub struct Config {
     /// Where to start in partitions that exist at startup (later ones are read from the
     /// start).
     pub start: StartAt,
+    /// Where the client keeps its position and the applications' locations between runs;
+    /// partitions it has a position for resume there instead of at `start`.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// One record for the tracker.
@@ -315,9 +319,30 @@ pub async fn follow<F, Fut>(
     let connection = Arc::new(connection);
     let (tx, mut rx) = mpsc::channel::<Fetched>(1024);
     let mut tracker = Tracker::new(config.app_id.clone(), REMEMBERED_IDS);
+    let mut state = load_state(&config);
+    for (key, location) in state
+        .as_ref()
+        .map(|s| s.locations.clone())
+        .unwrap_or_default()
+    {
+        if let Some((namespace, app_id)) = key.split_once('/') {
+            tracker.current.insert(
+                AppRef {
+                    namespace: namespace.to_owned(),
+                    app_id: app_id.to_owned(),
+                },
+                location,
+            );
+        }
+    }
+    let resume = state
+        .as_ref()
+        .map(|s| s.offsets.clone())
+        .unwrap_or_default();
     let discovery = tokio::spawn(discover(
         connection.clone(),
         config.clone(),
+        resume,
         tx,
         shutdown.clone(),
     ));
@@ -329,6 +354,19 @@ pub async fn follow<F, Fut>(
                     if let Some(change) = tracker.observe(&f.notification, f.partition, f.offset) {
                         on_change(change).await;
                     }
+                    // After the change was handled (its --exec ran): a crash before this
+                    // line handles it again on restart, never loses it.
+                    if let (Some(s), Some(path)) = (state.as_mut(), config.state_file.as_ref()) {
+                        let app = AppRef {
+                            namespace: f.notification.payload.namespace.clone(),
+                            app_id: f.notification.payload.app_id.clone(),
+                        };
+                        let at = tracker.location(&app).cloned();
+                        s.processed(f.partition, f.offset, app.to_string(), at);
+                        if let Err(e) = s.save(path) {
+                            tracing::warn!(error = %e, "cannot save the client state");
+                        }
+                    }
                 }
                 None => break,
             },
@@ -338,10 +376,53 @@ pub async fn follow<F, Fut>(
     let _ = discovery.await;
 }
 
+/// The state of the configured state file, if any (unreadable: logged, started afresh).
+fn load_state(config: &Config) -> Option<ClientState> {
+    let path = config.state_file.as_ref()?;
+    match ClientState::load(path, &config.topic) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(error = %e, "starting without the saved state");
+            Some(ClientState {
+                topic: config.topic.clone(),
+                ..Default::default()
+            })
+        }
+    }
+}
+
+/// The locations a state file holds for `app` (all applications when `None`), for printing
+/// at start.
+pub fn saved_locations(
+    state_file: &std::path::Path,
+    topic: &str,
+    app: Option<&AppSelector>,
+) -> Result<Vec<(AppRef, Location)>, crate::client_state::StateError> {
+    let state = ClientState::load(state_file, topic)?;
+    Ok(state
+        .locations
+        .into_iter()
+        .filter_map(|(key, location)| {
+            let (namespace, app_id) = key.split_once('/')?;
+            let r = AppRef {
+                namespace: namespace.to_owned(),
+                app_id: app_id.to_owned(),
+            };
+            let wanted = match app {
+                None => true,
+                Some(AppSelector::Qualified(q)) => *q == r,
+                Some(AppSelector::Bare(a)) => *a == r.app_id,
+            };
+            wanted.then_some((r, location))
+        })
+        .collect())
+}
+
 /// Finds the topic's partitions and keeps one reader per partition.
 async fn discover(
     connection: Arc<Connection>,
     config: Config,
+    resume: std::collections::BTreeMap<i32, i64>,
     tx: mpsc::Sender<Fetched>,
     shutdown: CancellationToken,
 ) {
@@ -369,7 +450,8 @@ async fn discover(
                         tx: tx.clone(),
                         shutdown: shutdown.clone(),
                     };
-                    readers.insert(partition, tokio::spawn(reader.run(start)));
+                    let at = resume.get(&partition).copied();
+                    readers.insert(partition, tokio::spawn(reader.run(start, at)));
                 }
                 first_look = false;
                 retry = RETRY_MIN;
@@ -414,9 +496,9 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, start: StartAt) {
+    async fn run(self, start: StartAt, resume: Option<i64>) {
         let mut client: Option<PartitionClient> = None;
-        let mut position = Position::default();
+        let mut position = resume.map(Position::at).unwrap_or_default();
         let mut retry = RETRY_MIN;
         while !self.shutdown.is_cancelled() {
             match self.step(&mut client, &mut position, start).await {

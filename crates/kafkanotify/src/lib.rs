@@ -14,8 +14,9 @@
 //! - [`reconcile`]: the reconciler.
 //! - [`operator`]: wiring the reconciler into operator-core.
 //! - [`topics`]: which topics resources may name.
-//! - [`follow`]: the client library.
+//! - [`follow`]: the client library; [`client_state`]: its durable memory.
 
+pub mod client_state;
 pub mod event;
 pub mod follow;
 pub mod kafka;

@@ -72,6 +72,7 @@ fn follower(
         topic: TOPIC.into(),
         app_id: Some(follow::AppSelector::Bare("carla".into())),
         start,
+        state_file: None,
     };
     tokio::spawn(follow::follow(
         connection(broker),

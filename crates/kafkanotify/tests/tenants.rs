@@ -41,6 +41,7 @@ fn follower(
         topic: TOPIC.into(),
         app_id: Some(app),
         start: StartAt::Earliest,
+        state_file: None,
     };
     tokio::spawn(follow::follow(
         connection(broker),

@@ -26,9 +26,14 @@ struct Cli {
     /// namespace announces it on the topic. All applications when not set.
     #[arg(long, env = "KAFKANOTIFY_APP_ID")]
     app_id: Option<AppSelector>,
-    /// Where to start reading.
+    /// Where to start reading (in partitions the state file has no position for).
     #[arg(long, value_enum, default_value_t = StartAt::Latest)]
     from: StartAt,
+    /// Keep the position in each partition and the last known locations here (written
+    /// atomically after each record), resume from it, and print the saved location of the
+    /// followed application at start, before any new change.
+    #[arg(long, env = "KAFKANOTIFY_STATE_FILE")]
+    state_file: Option<std::path::PathBuf>,
     /// Run this shell command on each change, with KAFKANOTIFY_NAMESPACE, KAFKANOTIFY_APP_ID, KAFKANOTIFY_EVENT,
     /// KAFKANOTIFY_EDGE_NODE_ID, KAFKANOTIFY_HOST, KAFKANOTIFY_PORT and KAFKANOTIFY_PROTOCOL
     /// set (empty after a removal). Changes wait for it to finish, so they stay in order.
@@ -63,10 +68,24 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let Some(path) = &cli.state_file {
+        // What the client knew when it stopped, first: a restarted edge client learns where
+        // its server was before it learns where the server went since.
+        for (app, location) in follow::saved_locations(path, &cli.topic, app_id.as_ref())? {
+            let line = serde_json::json!({
+                "namespace": app.namespace,
+                "appId": app.app_id,
+                "event": "current",
+                "location": location,
+            });
+            print_line(&line.to_string());
+        }
+    }
     let config = follow::Config {
         topic: cli.topic.clone(),
         app_id,
         start: cli.from,
+        state_file: cli.state_file.clone(),
     };
     let exec = cli.exec.clone();
     follow::follow(connection, config, shutdown, |change| {
@@ -89,15 +108,17 @@ fn tracing_subscriber_init(level: &str) -> anyhow::Result<()> {
 
 fn report(change: &Change) {
     match serde_json::to_string(change) {
-        Ok(line) => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            // A closed stdout (e.g. `| head`) is not worth dying for.
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
+        Ok(line) => print_line(&line),
         Err(e) => tracing::error!(error = %e, "cannot encode a change"),
     }
+}
+
+fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth dying for.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 async fn run(command: &str, change: &Change) {
