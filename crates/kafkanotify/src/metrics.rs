@@ -10,6 +10,7 @@ pub struct PublishMetrics {
     errors: IntCounterVec,
     skipped: IntCounterVec,
     cached_topics: IntGauge,
+    resets: prometheus::IntCounter,
 }
 
 impl PublishMetrics {
@@ -52,6 +53,11 @@ impl PublishMetrics {
             "Topics the publisher holds metadata and partition clients for (bounded, LRU)",
         )?;
         registry.register(Box::new(cached_topics.clone()))?;
+        let resets = prometheus::IntCounter::new(
+            "kafkanotify_connection_resets_total",
+            "Times the shared Kafka connection was dropped after a connection-level error",
+        )?;
+        registry.register(Box::new(resets.clone()))?;
         registry.register(Box::new(published.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -61,6 +67,7 @@ impl PublishMetrics {
             errors,
             skipped,
             cached_topics,
+            resets,
         })
     }
 
@@ -81,6 +88,11 @@ impl PublishMetrics {
     pub fn cached_topics(&self, topics: usize) {
         self.cached_topics
             .set(i64::try_from(topics).unwrap_or(i64::MAX));
+    }
+
+    /// Records that the shared connection was reset.
+    pub fn connection_reset(&self) {
+        self.resets.inc();
     }
 
     /// Records a failed publication.

@@ -339,6 +339,9 @@ async fn publish(
         }
         Err(e) => {
             ctx.metrics.failed(e.reason());
+            if e.is_connection_level() {
+                ctx.metrics.connection_reset();
+            }
             tracing::warn!(app = %notification.payload.app_id, error = %e, "publish failed");
         }
     }

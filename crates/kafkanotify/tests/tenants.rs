@@ -208,3 +208,76 @@ async fn a_topic_that_is_not_allowed_is_not_used() {
     );
     operator.stop().await;
 }
+
+/// One tenant's topic is missing (and may not be created) while another tenant migrates: the
+/// failures stay with that topic (the shared connection is never reset) and the other's
+/// migrations keep flowing; their latency is printed, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_does_not_disturb_another_tenant() {
+    let env = env().await;
+    let client = env.client();
+    let broker = broker().await;
+    let admin = connection(&broker).connect().await.expect("connects");
+    admin
+        .controller_client()
+        .expect("controller")
+        .create_topic(TOPIC, 3, 1, 5_000)
+        .await
+        .expect("the default topic is pre-created");
+    let operator = Operator::start_with(client.clone(), &broker, None, |args| {
+        args.allowed_topics = vec!["gone".into()];
+        args.create_topics = false;
+    })
+    .await;
+    let mut stuck = app("stuck", "node-a", "10.0.0.1");
+    stuck.spec.topic = Some("gone".into());
+    api(&client)
+        .create(&PostParams::default(), &stuck)
+        .await
+        .expect("created");
+    api(&client)
+        .create(
+            &PostParams::default(),
+            &app("flowing", "node-0", "10.0.0.1"),
+        )
+        .await
+        .expect("created");
+    let degraded = condition(&client, "stuck", "Degraded", "True").await;
+    assert_eq!(degraded.reason, "KafkaTopicMissing");
+    notified_at(&client, "flowing", "node-0").await;
+
+    let mut latencies = Vec::new();
+    for i in 1..=20 {
+        let node = format!("node-{i}");
+        let started = std::time::Instant::now();
+        api(&client)
+            .patch(
+                "flowing",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"edgeNodeId": node}})),
+            )
+            .await
+            .expect("migrated");
+        notified_at(&client, "flowing", &node).await;
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
+    eprintln!("other tenant's migration to acknowledgement: p50 {p50:?}, p99 {p99:?} (20 samples)");
+
+    let metrics = operator.metrics();
+    assert!(
+        metrics.contains("kafkanotify_publish_errors_total{reason=\"KafkaTopicMissing\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.lines().any(
+            |l| l.starts_with("kubecrew_kafkanotify_connection_resets_total") && !l.ends_with(" 0")
+        ),
+        "a topic-level error reset the shared connection:\n{metrics}"
+    );
+    let status = api(&client).get("stuck").await.expect("get").status;
+    assert_eq!(status.and_then(|s| s.notified), None);
+    operator.stop().await;
+}
