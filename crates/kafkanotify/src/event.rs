@@ -11,11 +11,40 @@ use crate::resource::{Endpoint, GROUP, Location};
 
 /// The CloudEvents type prefix: the project domain reversed, then the operator.
 pub const TYPE_PREFIX: &str = "io.kubecrew.kafkanotify.edgeapplication.";
-/// The content type of record values.
+/// The content type of record values in binary mode (the value is the data).
 pub const CONTENT_TYPE: &str = "application/json";
+/// The content type of record values in structured mode (the value is the whole event).
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// How a notification is laid out in a Kafka record (CloudEvents Kafka protocol binding).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContentMode {
+    /// Attributes in `ce_` headers, the value is the data.
+    #[default]
+    Binary,
+    /// The whole event as JSON in the value (`application/cloudevents+json`): for consumers
+    /// that read only values, such as Knative's KafkaSource defaults.
+    Structured,
+}
+
+/// The JSON form of an event in structured mode.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    specversion: String,
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    ce_type: String,
+    time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    datacontenttype: Option<String>,
+    data: serde_json::Value,
+}
 
 /// What happened to an application's location.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     /// First announcement of the application.
@@ -76,6 +105,21 @@ pub fn event_id(uid: &str, generation: i64, kind: EventKind) -> String {
     }
 }
 
+/// The key of an application: `<namespace>/<appId>`. The appId alone is not unique (it
+/// defaults to the resource name, and two namespaces may use the same one), so the namespace is
+/// part of every identity: the record key, `ce_subject`, and the client's tracking.
+pub fn app_key(namespace: &str, app_id: &str) -> String {
+    format!("{namespace}/{app_id}")
+}
+
+/// The CloudEvents id of the `removed` sent to a topic the resource stopped using at
+/// `generation` (the final `removed` of a deleted resource is [`event_id`]'s): distinct from
+/// it, so a client of a topic the application left and later returned to does not drop the
+/// final removal as a duplicate.
+pub fn retraction_id(uid: &str, generation: i64) -> String {
+    format!("{uid}.{generation}.removed")
+}
+
 /// The CloudEvents `source`: the resource's API path.
 pub fn source(namespace: &str, name: &str) -> String {
     format!("/apis/{GROUP}/v1alpha1/namespaces/{namespace}/edgeapplications/{name}")
@@ -102,6 +146,11 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// The application's key, `<namespace>/<appId>` (the record key and `ce_subject`).
+    pub fn key(&self) -> String {
+        app_key(&self.namespace, &self.app_id)
+    }
+
     /// The location announced, unless the application was removed.
     pub fn location(&self) -> Option<Location> {
         Some(Location {
@@ -146,7 +195,71 @@ pub enum DecodeError {
 }
 
 impl Notification {
-    /// The Kafka record: key = appId, CloudEvents attributes as `ce_` headers.
+    /// The Kafka record in `mode`; the key is `<namespace>/<appId>` in both.
+    pub fn to_record_in(&self, mode: ContentMode) -> Record {
+        match mode {
+            ContentMode::Binary => self.to_record(),
+            ContentMode::Structured => {
+                let envelope = Envelope {
+                    specversion: "1.0".into(),
+                    id: self.id.clone(),
+                    source: self.source.clone(),
+                    ce_type: self.kind.ce_type(),
+                    time: self.time.to_string(),
+                    subject: Some(self.payload.key()),
+                    datacontenttype: Some(CONTENT_TYPE.into()),
+                    data: serde_json::to_value(&self.payload).unwrap_or_default(),
+                };
+                let mut headers = BTreeMap::new();
+                headers.insert(
+                    "content-type".to_owned(),
+                    STRUCTURED_CONTENT_TYPE.as_bytes().to_vec(),
+                );
+                Record {
+                    key: Some(self.payload.key().into_bytes()),
+                    value: Some(serde_json::to_vec(&envelope).unwrap_or_default()),
+                    headers,
+                    timestamp: chrono::DateTime::from_timestamp_millis(self.time.as_millisecond())
+                        .unwrap_or_default(),
+                }
+            }
+        }
+    }
+
+    /// Reads a structured-mode record.
+    fn from_structured(value: &[u8]) -> Result<Self, DecodeError> {
+        let e: Envelope =
+            serde_json::from_slice(value).map_err(|e| DecodeError::Payload(e.to_string()))?;
+        if e.specversion != "1.0" {
+            return Err(DecodeError::InvalidHeader {
+                header: "specversion",
+                detail: format!("unsupported version {}", e.specversion),
+            });
+        }
+        let kind = EventKind::from_ce_type(&e.ce_type).ok_or(DecodeError::InvalidHeader {
+            header: "type",
+            detail: format!("unknown type {}", e.ce_type),
+        })?;
+        let time = e
+            .time
+            .parse()
+            .map_err(|err: jiff::Error| DecodeError::InvalidHeader {
+                header: "time",
+                detail: err.to_string(),
+            })?;
+        let payload =
+            serde_json::from_value(e.data).map_err(|e| DecodeError::Payload(e.to_string()))?;
+        Ok(Notification {
+            id: e.id,
+            source: e.source,
+            kind,
+            time,
+            payload,
+        })
+    }
+
+    /// The Kafka record in binary mode: key = `<namespace>/<appId>`, CloudEvents attributes
+    /// as `ce_` headers.
     pub fn to_record(&self) -> Record {
         let mut headers = BTreeMap::new();
         let mut header = |name: &str, value: String| {
@@ -157,21 +270,28 @@ impl Notification {
         header("ce_source", self.source.clone());
         header("ce_type", self.kind.ce_type());
         header("ce_time", self.time.to_string());
-        header("ce_subject", self.payload.app_id.clone());
+        header("ce_subject", self.payload.key());
         header("content-type", CONTENT_TYPE.into());
         let value = serde_json::to_vec(&self.payload).unwrap_or_default();
         let millis = self.time.as_millisecond();
         Record {
-            key: Some(self.payload.app_id.clone().into_bytes()),
+            key: Some(self.payload.key().into_bytes()),
             value: Some(value),
             headers,
             timestamp: chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default(),
         }
     }
 
-    /// Reads a record written by [`Notification::to_record`] (or by anyone following the same
-    /// format).
+    /// Reads a record in either content mode (written by [`Notification::to_record_in`] or
+    /// by anyone following the same format); the mode is told by the `content-type` header.
     pub fn from_record(record: &Record) -> Result<Self, DecodeError> {
+        let structured = record
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.starts_with(STRUCTURED_CONTENT_TYPE.as_bytes()));
+        if structured {
+            return Self::from_structured(record.value.as_deref().unwrap_or_default());
+        }
         let text = |name: &'static str| -> Result<String, DecodeError> {
             let raw = record
                 .headers
@@ -290,19 +410,69 @@ mod tests {
             header("ce_type"),
             "io.kubecrew.kafkanotify.edgeapplication.migrated"
         );
-        assert_eq!(header("ce_subject"), "carla");
+        assert_eq!(header("ce_subject"), "edge/carla");
         assert_eq!(header("content-type"), "application/json");
         assert_eq!(
             header("ce_source"),
             "/apis/kafkanotify.kubecrew.io/v1alpha1/namespaces/edge/edgeapplications/carla"
         );
-        assert_eq!(record.key.as_deref(), Some(&b"carla"[..]));
+        assert_eq!(record.key.as_deref(), Some(&b"edge/carla"[..]));
         assert_eq!(record.timestamp.timestamp_millis(), n.time.as_millisecond());
         let value: serde_json::Value =
             serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
         assert_eq!(value["previous"]["edgeNodeId"], "node-a");
         assert_eq!(value["endpoint"]["protocol"], "TCP");
         assert_eq!(Notification::from_record(&record), Ok(n));
+    }
+
+    #[test]
+    fn the_same_app_id_in_two_namespaces_has_two_keys() {
+        assert_eq!(app_key("ns-a", "web"), "ns-a/web");
+        assert_ne!(app_key("ns-a", "web"), app_key("ns-b", "web"));
+    }
+
+    #[test]
+    fn structured_records_carry_the_whole_event_and_read_back() {
+        let n = Notification {
+            id: "u1.1.placed".into(),
+            source: source("edge", "carla"),
+            kind: EventKind::Placed,
+            time: "2026-11-22T10:00:00.123Z".parse().unwrap(),
+            payload: Payload {
+                app_id: "carla".into(),
+                namespace: "edge".into(),
+                name: "carla".into(),
+                edge_node_id: Some("node-a".into()),
+                endpoint: Some(at("node-a", "10.0.0.1").endpoint),
+                previous: None,
+                generation: 1,
+            },
+        };
+        let record = n.to_record_in(ContentMode::Structured);
+        assert_eq!(
+            record.headers["content-type"],
+            b"application/cloudevents+json"
+        );
+        assert!(
+            !record.headers.contains_key("ce_id"),
+            "attributes live in the value"
+        );
+        assert_eq!(record.key.as_deref(), Some(&b"edge/carla"[..]));
+        let value: serde_json::Value =
+            serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
+        assert_eq!(value["specversion"], "1.0");
+        assert_eq!(
+            value["type"],
+            "io.kubecrew.kafkanotify.edgeapplication.placed"
+        );
+        assert_eq!(value["subject"], "edge/carla");
+        assert_eq!(value["datacontenttype"], "application/json");
+        assert_eq!(value["data"]["edgeNodeId"], "node-a");
+        assert_eq!(Notification::from_record(&record), Ok(n.clone()));
+        assert_eq!(
+            Notification::from_record(&n.to_record_in(ContentMode::Binary)),
+            Ok(n)
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client_state::ClientState;
 use crate::event::{EventKind, Notification};
 use crate::kafka::{self, Connection, KafkaError};
 use crate::resource::Location;
@@ -49,10 +50,90 @@ pub enum StartAt {
     Earliest,
 }
 
+/// An application: (namespace, appId). The appId alone is not unique.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppRef {
+    /// Namespace of its EdgeApplication.
+    pub namespace: String,
+    /// Its appId.
+    pub app_id: String,
+}
+
+impl std::fmt::Display for AppRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.app_id)
+    }
+}
+
+/// Which application a client follows, as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSelector {
+    /// `namespace/appId`: exactly one application.
+    Qualified(AppRef),
+    /// A bare appId: the namespace is found on the topic (see [`resolve`]). A tracker with a
+    /// bare appId follows the first namespace it sees announce it and ignores the others, so
+    /// it never flips between two servers.
+    Bare(String),
+}
+
+impl std::str::FromStr for AppSelector {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('/') {
+            Some((namespace, app_id)) if !namespace.is_empty() && !app_id.is_empty() => {
+                Ok(AppSelector::Qualified(AppRef {
+                    namespace: namespace.to_owned(),
+                    app_id: app_id.to_owned(),
+                }))
+            }
+            Some(_) => Err(format!("{s:?}: expected namespace/appId or appId")),
+            None if s.is_empty() => Err("the appId is empty".into()),
+            None => Ok(AppSelector::Bare(s.to_owned())),
+        }
+    }
+}
+
+/// Why a bare appId cannot be followed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResolveError {
+    /// Several namespaces announce an application with that appId.
+    #[error("appId {app_id} is ambiguous on the topic; use one of: {}", candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    Ambiguous {
+        /// The appId given.
+        app_id: String,
+        /// Every application on the topic with that appId.
+        candidates: Vec<AppRef>,
+    },
+}
+
+/// Decides what a selector means given the applications with its appId found on the topic:
+/// a bare appId becomes qualified when exactly one namespace has it, stays bare (the first
+/// namespace to announce it wins) when none does, and is an error when several do.
+pub fn choose(selector: AppSelector, found: &[AppRef]) -> Result<AppSelector, ResolveError> {
+    let AppSelector::Bare(app_id) = selector else {
+        return Ok(selector);
+    };
+    let mut candidates: Vec<AppRef> = found
+        .iter()
+        .filter(|a| a.app_id == app_id)
+        .cloned()
+        .collect();
+    candidates.sort();
+    candidates.dedup();
+    match candidates.len() {
+        0 => Ok(AppSelector::Bare(app_id)),
+        1 => Ok(AppSelector::Qualified(candidates.remove(0))),
+        _ => Err(ResolveError::Ambiguous { app_id, candidates }),
+    }
+}
+
 /// A location change of one application, reported once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Change {
+    /// Namespace of the application.
+    pub namespace: String,
     /// The application.
     pub app_id: String,
     /// What happened.
@@ -74,16 +155,16 @@ pub struct Change {
 /// Duplicate detection and the current location of each application.
 #[derive(Debug)]
 pub struct Tracker {
-    app_filter: Option<String>,
+    app_filter: Option<AppSelector>,
     ids: HashSet<String>,
     order: VecDeque<String>,
     capacity: usize,
-    current: HashMap<String, Location>,
+    current: HashMap<AppRef, Location>,
 }
 
 impl Tracker {
-    /// A tracker for one application (`Some(app_id)`) or all, remembering `capacity` ids.
-    pub fn new(app_filter: Option<String>, capacity: usize) -> Self {
+    /// A tracker for one application (`Some(selector)`) or all, remembering `capacity` ids.
+    pub fn new(app_filter: Option<AppSelector>, capacity: usize) -> Self {
         Tracker {
             app_filter,
             ids: HashSet::new(),
@@ -93,24 +174,38 @@ impl Tracker {
         }
     }
 
-    /// Where `app_id` is, as far as this client knows.
-    pub fn location(&self, app_id: &str) -> Option<&Location> {
-        self.current.get(app_id)
+    /// Where `app` is, as far as this client knows.
+    pub fn location(&self, app: &AppRef) -> Option<&Location> {
+        self.current.get(app)
+    }
+
+    /// Whether a notification about `app` is one this tracker follows; a bare appId locks
+    /// onto the first namespace that announces it.
+    fn follows(&mut self, app: &AppRef) -> bool {
+        match &self.app_filter {
+            None => true,
+            Some(AppSelector::Qualified(wanted)) => wanted == app,
+            Some(AppSelector::Bare(app_id)) if *app_id == app.app_id => {
+                tracing::info!(application = %app, "following the first namespace announcing the appId");
+                self.app_filter = Some(AppSelector::Qualified(app.clone()));
+                true
+            }
+            Some(AppSelector::Bare(_)) => false,
+        }
     }
 
     /// Takes in one notification; returns the change it makes, if any.
     pub fn observe(&mut self, n: &Notification, partition: i32, offset: i64) -> Option<Change> {
-        if self
-            .app_filter
-            .as_deref()
-            .is_some_and(|app| app != n.payload.app_id)
-        {
+        let app = AppRef {
+            namespace: n.payload.namespace.clone(),
+            app_id: n.payload.app_id.clone(),
+        };
+        if !self.follows(&app) {
             return None;
         }
         if !self.remember(&n.id) {
             return None;
         }
-        let app = n.payload.app_id.clone();
         let location = n.payload.location();
         let previous = match &location {
             Some(new) => self.current.insert(app.clone(), new.clone()),
@@ -122,7 +217,8 @@ impl Tracker {
             return None;
         }
         Some(Change {
-            app_id: app,
+            namespace: app.namespace,
+            app_id: app.app_id,
             event: n.kind,
             location,
             previous,
@@ -149,16 +245,56 @@ impl Tracker {
     }
 }
 
+/// Resolves a bare appId against what the topic holds now (every partition read up to its
+/// end): see [`choose`]. A qualified selector is returned as is, without reading.
+pub async fn resolve(
+    connection: &Connection,
+    topic: &str,
+    selector: AppSelector,
+) -> Result<Result<AppSelector, ResolveError>, KafkaError> {
+    if matches!(selector, AppSelector::Qualified(_)) {
+        return Ok(Ok(selector));
+    }
+    let client = connection.connect().await?;
+    let Some(count) = kafka::topic_partitions(&client, topic).await? else {
+        return Ok(choose(selector, &[]));
+    };
+    let mut found = Vec::new();
+    for partition in 0..count {
+        let pc = client
+            .partition_client(topic.to_owned(), partition, UnknownTopicHandling::Error)
+            .await?;
+        let end = pc.get_offset(OffsetAt::Latest).await?;
+        let mut next = pc.get_offset(OffsetAt::Earliest).await?;
+        while next < end {
+            let (records, _) = pc.fetch_records(next, 1..FETCH_MAX_BYTES, 0).await?;
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            found.extend(records.iter().filter_map(|r| {
+                let n = Notification::from_record(&r.record).ok()?;
+                Some(AppRef {
+                    namespace: n.payload.namespace,
+                    app_id: n.payload.app_id,
+                })
+            }));
+        }
+    }
+    Ok(choose(selector, &found))
+}
+
 /// What to follow.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The topic.
     pub topic: String,
     /// One application, or all.
-    pub app_id: Option<String>,
+    pub app_id: Option<AppSelector>,
     /// Where to start in partitions that exist at startup (later ones are read from the
     /// start).
     pub start: StartAt,
+    /// Where the client keeps its position and the applications' locations between runs;
+    /// partitions it has a position for resume there instead of at `start`.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// One record for the tracker.
@@ -183,9 +319,30 @@ pub async fn follow<F, Fut>(
     let connection = Arc::new(connection);
     let (tx, mut rx) = mpsc::channel::<Fetched>(1024);
     let mut tracker = Tracker::new(config.app_id.clone(), REMEMBERED_IDS);
+    let mut state = load_state(&config);
+    for (key, location) in state
+        .as_ref()
+        .map(|s| s.locations.clone())
+        .unwrap_or_default()
+    {
+        if let Some((namespace, app_id)) = key.split_once('/') {
+            tracker.current.insert(
+                AppRef {
+                    namespace: namespace.to_owned(),
+                    app_id: app_id.to_owned(),
+                },
+                location,
+            );
+        }
+    }
+    let resume = state
+        .as_ref()
+        .map(|s| s.offsets.clone())
+        .unwrap_or_default();
     let discovery = tokio::spawn(discover(
         connection.clone(),
         config.clone(),
+        resume,
         tx,
         shutdown.clone(),
     ));
@@ -197,6 +354,19 @@ pub async fn follow<F, Fut>(
                     if let Some(change) = tracker.observe(&f.notification, f.partition, f.offset) {
                         on_change(change).await;
                     }
+                    // After the change was handled (its --exec ran): a crash before this
+                    // line handles it again on restart, never loses it.
+                    if let (Some(s), Some(path)) = (state.as_mut(), config.state_file.as_ref()) {
+                        let app = AppRef {
+                            namespace: f.notification.payload.namespace.clone(),
+                            app_id: f.notification.payload.app_id.clone(),
+                        };
+                        let at = tracker.location(&app).cloned();
+                        s.processed(f.partition, f.offset, app.to_string(), at);
+                        if let Err(e) = s.save(path) {
+                            tracing::warn!(error = %e, "cannot save the client state");
+                        }
+                    }
                 }
                 None => break,
             },
@@ -206,10 +376,53 @@ pub async fn follow<F, Fut>(
     let _ = discovery.await;
 }
 
+/// The state of the configured state file, if any (unreadable: logged, started afresh).
+fn load_state(config: &Config) -> Option<ClientState> {
+    let path = config.state_file.as_ref()?;
+    match ClientState::load(path, &config.topic) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(error = %e, "starting without the saved state");
+            Some(ClientState {
+                topic: config.topic.clone(),
+                ..Default::default()
+            })
+        }
+    }
+}
+
+/// The locations a state file holds for `app` (all applications when `None`), for printing
+/// at start.
+pub fn saved_locations(
+    state_file: &std::path::Path,
+    topic: &str,
+    app: Option<&AppSelector>,
+) -> Result<Vec<(AppRef, Location)>, crate::client_state::StateError> {
+    let state = ClientState::load(state_file, topic)?;
+    Ok(state
+        .locations
+        .into_iter()
+        .filter_map(|(key, location)| {
+            let (namespace, app_id) = key.split_once('/')?;
+            let r = AppRef {
+                namespace: namespace.to_owned(),
+                app_id: app_id.to_owned(),
+            };
+            let wanted = match app {
+                None => true,
+                Some(AppSelector::Qualified(q)) => *q == r,
+                Some(AppSelector::Bare(a)) => *a == r.app_id,
+            };
+            wanted.then_some((r, location))
+        })
+        .collect())
+}
+
 /// Finds the topic's partitions and keeps one reader per partition.
 async fn discover(
     connection: Arc<Connection>,
     config: Config,
+    resume: std::collections::BTreeMap<i32, i64>,
     tx: mpsc::Sender<Fetched>,
     shutdown: CancellationToken,
 ) {
@@ -237,7 +450,8 @@ async fn discover(
                         tx: tx.clone(),
                         shutdown: shutdown.clone(),
                     };
-                    readers.insert(partition, tokio::spawn(reader.run(start)));
+                    let at = resume.get(&partition).copied();
+                    readers.insert(partition, tokio::spawn(reader.run(start, at)));
                 }
                 first_look = false;
                 retry = RETRY_MIN;
@@ -282,9 +496,9 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, start: StartAt) {
+    async fn run(self, start: StartAt, resume: Option<i64>) {
         let mut client: Option<PartitionClient> = None;
-        let mut position = Position::default();
+        let mut position = resume.map(Position::at).unwrap_or_default();
         let mut retry = RETRY_MIN;
         while !self.shutdown.is_cancelled() {
             match self.step(&mut client, &mut position, start).await {
@@ -458,7 +672,24 @@ mod tests {
     use crate::event::Payload;
     use crate::resource::{Endpoint, Protocol};
 
+    fn app_ref(namespace: &str, app_id: &str) -> AppRef {
+        AppRef {
+            namespace: namespace.into(),
+            app_id: app_id.into(),
+        }
+    }
+
     fn n(id: &str, app: &str, kind: EventKind, node: Option<&str>) -> Notification {
+        n_in("edge", id, app, kind, node)
+    }
+
+    fn n_in(
+        namespace: &str,
+        id: &str,
+        app: &str,
+        kind: EventKind,
+        node: Option<&str>,
+    ) -> Notification {
         Notification {
             id: id.into(),
             source: "s".into(),
@@ -466,7 +697,7 @@ mod tests {
             time: jiff::Timestamp::UNIX_EPOCH,
             payload: Payload {
                 app_id: app.into(),
-                namespace: "edge".into(),
+                namespace: namespace.into(),
                 name: app.into(),
                 edge_node_id: node.map(Into::into),
                 endpoint: node.map(|n| Endpoint {
@@ -491,7 +722,10 @@ mod tests {
         let moved = n("u.2.migrated", "carla", EventKind::Migrated, Some("b"));
         let change = t.observe(&moved, 0, 2).expect("a change");
         assert_eq!(change.previous.unwrap().edge_node_id, "a");
-        assert_eq!(t.location("carla").unwrap().edge_node_id, "b");
+        assert_eq!(
+            t.location(&app_ref("edge", "carla")).unwrap().edge_node_id,
+            "b"
+        );
     }
 
     #[test]
@@ -524,12 +758,12 @@ mod tests {
             .observe(&n("u.removed", "carla", EventKind::Removed, None), 0, 1)
             .expect("a change");
         assert_eq!(change.location, None);
-        assert!(t.location("carla").is_none());
+        assert!(t.location(&app_ref("edge", "carla")).is_none());
     }
 
     #[test]
     fn the_filter_keeps_one_application() {
-        let mut t = Tracker::new(Some("carla".into()), 10);
+        let mut t = Tracker::new(Some(AppSelector::Bare("carla".into())), 10);
         assert_eq!(
             t.observe(
                 &n("x.1.placed", "other", EventKind::Placed, Some("a")),
@@ -545,6 +779,119 @@ mod tests {
                 1
             )
             .is_some()
+        );
+    }
+
+    #[test]
+    fn the_same_app_id_in_two_namespaces_is_two_applications() {
+        let mut t = Tracker::new(None, 10);
+        t.observe(
+            &n_in("ns-a", "a.1.placed", "web", EventKind::Placed, Some("x")),
+            0,
+            0,
+        );
+        t.observe(
+            &n_in("ns-b", "b.1.placed", "web", EventKind::Placed, Some("y")),
+            1,
+            0,
+        );
+        let removed = t
+            .observe(
+                &n_in("ns-b", "b.removed", "web", EventKind::Removed, None),
+                1,
+                1,
+            )
+            .expect("a change");
+        assert_eq!(removed.namespace, "ns-b");
+        assert_eq!(
+            removed.previous.unwrap().edge_node_id,
+            "y",
+            "ns-b's own location"
+        );
+        assert_eq!(
+            t.location(&app_ref("ns-a", "web")).unwrap().edge_node_id,
+            "x"
+        );
+    }
+
+    #[test]
+    fn a_qualified_filter_ignores_other_namespaces() {
+        let wanted: AppSelector = "ns-a/web".parse().unwrap();
+        let mut t = Tracker::new(Some(wanted), 10);
+        assert!(
+            t.observe(
+                &n_in("ns-a", "a.1.placed", "web", EventKind::Placed, Some("x")),
+                0,
+                0
+            )
+            .is_some()
+        );
+        assert_eq!(
+            t.observe(
+                &n_in("ns-b", "b.1.placed", "web", EventKind::Placed, Some("y")),
+                1,
+                0
+            ),
+            None
+        );
+        assert_eq!(
+            t.observe(
+                &n_in("ns-b", "b.removed", "web", EventKind::Removed, None),
+                1,
+                1
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bare_filter_locks_onto_the_first_namespace() {
+        let mut t = Tracker::new(Some(AppSelector::Bare("web".into())), 10);
+        assert!(
+            t.observe(
+                &n_in("ns-a", "a.1.placed", "web", EventKind::Placed, Some("x")),
+                0,
+                0
+            )
+            .is_some()
+        );
+        assert_eq!(
+            t.observe(
+                &n_in("ns-b", "b.1.placed", "web", EventKind::Placed, Some("y")),
+                1,
+                0
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn selectors_parse_and_bare_ones_resolve_only_when_unambiguous() {
+        assert_eq!("web".parse(), Ok(AppSelector::Bare("web".into())));
+        assert_eq!(
+            "ns-a/web".parse(),
+            Ok(AppSelector::Qualified(app_ref("ns-a", "web")))
+        );
+        assert!("/web".parse::<AppSelector>().is_err());
+        assert!("ns-a/".parse::<AppSelector>().is_err());
+        let found = [
+            app_ref("ns-a", "web"),
+            app_ref("ns-a", "web"),
+            app_ref("ns-b", "other"),
+        ];
+        assert_eq!(
+            choose(AppSelector::Bare("web".into()), &found),
+            Ok(AppSelector::Qualified(app_ref("ns-a", "web")))
+        );
+        assert_eq!(
+            choose(AppSelector::Bare("nope".into()), &found),
+            Ok(AppSelector::Bare("nope".into()))
+        );
+        let both = [app_ref("ns-b", "web"), app_ref("ns-a", "web")];
+        let err = choose(AppSelector::Bare("web".into()), &both).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "appId web is ambiguous on the topic; use one of: ns-a/web, ns-b/web"
         );
     }
 

@@ -14,7 +14,7 @@ use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandl
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use tokio::sync::Mutex;
 
-use crate::event::Notification;
+use crate::event::{ContentMode, Notification};
 use crate::partitioner;
 
 /// Kafka connection flags, shared by `kafkanotify` and `kafkanotify-client`.
@@ -254,6 +254,9 @@ pub enum KafkaError {
     /// The operation took longer than the configured timeout.
     #[error("Kafka did not answer within {0:?}")]
     Timeout(Duration),
+    /// The topic does not exist and the operator may not create it (`--create-topics=false`).
+    #[error("topic {0} does not exist (and --create-topics is false)")]
+    TopicMissing(String),
 }
 
 impl KafkaError {
@@ -263,7 +266,16 @@ impl KafkaError {
             KafkaError::Unavailable(_) => "KafkaUnavailable",
             KafkaError::Rejected(_) => "KafkaRejected",
             KafkaError::Timeout(_) => "KafkaTimeout",
+            KafkaError::TopicMissing(_) => "KafkaTopicMissing",
         }
+    }
+}
+
+impl KafkaError {
+    /// Whether the error concerns the connection (reset it) rather than one topic or
+    /// partition (forget only that topic's metadata).
+    pub fn is_connection_level(&self) -> bool {
+        matches!(self, KafkaError::Unavailable(_) | KafkaError::Timeout(_))
     }
 }
 
@@ -281,6 +293,14 @@ impl From<rskafka::client::error::Error> for KafkaError {
             }),
             other => KafkaError::Unavailable(other.to_string()),
         }
+    }
+}
+
+impl Publisher {
+    /// How many topics the publisher has cached (the cache is bounded by
+    /// [`MAX_CACHED_TOPICS`]).
+    pub async fn cached_topics(&self) -> usize {
+        self.state.lock().await.topics.len()
     }
 }
 
@@ -331,6 +351,8 @@ pub struct TopicLayout {
     pub partitions: i32,
     /// Replication factor of a created topic.
     pub replication_factor: i16,
+    /// Whether a missing topic is created at all.
+    pub create: bool,
 }
 
 /// Publishes notifications and waits for the broker's acknowledgement. Holds one connection
@@ -339,14 +361,111 @@ pub struct TopicLayout {
 pub struct Publisher {
     connection: Connection,
     layout: TopicLayout,
+    mode: ContentMode,
     state: Mutex<State>,
 }
+
+/// How many topics the publisher keeps metadata and partition clients for; the least recently
+/// used beyond that is dropped (and looked up again if used again), so tenants naming many
+/// topics over time cannot grow the operator without bound.
+pub const MAX_CACHED_TOPICS: usize = 256;
 
 #[derive(Default)]
 struct State {
     client: Option<Arc<Client>>,
-    partitions: HashMap<String, i32>,
-    clients: HashMap<(String, i32), Arc<PartitionClient>>,
+    topics: TopicCache<Arc<PartitionClient>>,
+}
+
+/// Per-topic cache (partition count and partition clients) with least-recently-used eviction.
+#[derive(Debug)]
+pub struct TopicCache<C> {
+    capacity: usize,
+    tick: u64,
+    topics: HashMap<String, Cached<C>>,
+}
+
+#[derive(Debug)]
+struct Cached<C> {
+    partitions: i32,
+    clients: HashMap<i32, C>,
+    used: u64,
+}
+
+impl<C: Clone> Default for TopicCache<C> {
+    fn default() -> Self {
+        Self::new(MAX_CACHED_TOPICS)
+    }
+}
+
+impl<C: Clone> TopicCache<C> {
+    /// An empty cache of at most `capacity` topics.
+    pub fn new(capacity: usize) -> Self {
+        TopicCache {
+            capacity: capacity.max(1),
+            tick: 0,
+            topics: HashMap::new(),
+        }
+    }
+
+    /// The partition count of `topic`, if cached (marks it used).
+    pub fn partitions(&mut self, topic: &str) -> Option<i32> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.topics.get_mut(topic).map(|t| {
+            t.used = tick;
+            t.partitions
+        })
+    }
+
+    /// Caches the partition count of `topic`, evicting the least recently used topic when full.
+    pub fn set_partitions(&mut self, topic: &str, partitions: i32) {
+        self.tick += 1;
+        if !self.topics.contains_key(topic) && self.topics.len() >= self.capacity {
+            let oldest = self
+                .topics
+                .iter()
+                .min_by_key(|(_, t)| t.used)
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                self.topics.remove(&oldest);
+            }
+        }
+        let tick = self.tick;
+        let entry = self.topics.entry(topic.to_owned()).or_insert(Cached {
+            partitions,
+            clients: HashMap::new(),
+            used: tick,
+        });
+        entry.partitions = partitions;
+        entry.used = tick;
+    }
+
+    /// The client of one partition, if cached.
+    pub fn client(&self, topic: &str, partition: i32) -> Option<C> {
+        self.topics.get(topic)?.clients.get(&partition).cloned()
+    }
+
+    /// Caches the client of one partition of a cached topic.
+    pub fn set_client(&mut self, topic: &str, partition: i32, client: C) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            t.clients.insert(partition, client);
+        }
+    }
+
+    /// Drops what is cached about `topic` (after an error about that topic only).
+    pub fn forget(&mut self, topic: &str) {
+        self.topics.remove(topic);
+    }
+
+    /// How many topics are cached.
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
 }
 
 impl Publisher {
@@ -355,8 +474,15 @@ impl Publisher {
         Publisher {
             connection,
             layout,
+            mode: ContentMode::Binary,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The same publisher writing records in `mode`.
+    pub fn with_content_mode(mut self, mode: ContentMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Publishes `notification` to `topic` (creating the topic if missing) in the partition of
@@ -370,9 +496,17 @@ impl Publisher {
         let result = tokio::time::timeout(timeout, self.try_publish(topic, notification))
             .await
             .unwrap_or(Err(KafkaError::Timeout(timeout)));
-        if result.is_err() {
-            // Start from a fresh connection and fresh metadata next time.
-            *self.state.lock().await = State::default();
+        if let Err(e) = &result {
+            let mut state = self.state.lock().await;
+            if e.is_connection_level() {
+                // Start from a fresh connection and fresh metadata next time.
+                *state = State::default();
+            } else {
+                // A refusal about this topic (ACL, missing topic, moved leader) says nothing
+                // about the others: only its metadata and clients are looked up again, and
+                // the other tenants' connection is left alone.
+                state.topics.forget(topic);
+            }
         }
         result
     }
@@ -382,7 +516,7 @@ impl Publisher {
         topic: &str,
         notification: &Notification,
     ) -> Result<Ack, KafkaError> {
-        let record = notification.to_record();
+        let record = notification.to_record_in(self.mode);
         let key = record.key.clone().unwrap_or_default();
         let partitions = self.partitions(topic).await?;
         let partition = partitioner::partition_for(&key, partitions);
@@ -409,11 +543,14 @@ impl Publisher {
 
     /// The partition count of `topic`, creating it when it does not exist.
     async fn partitions(&self, topic: &str) -> Result<i32, KafkaError> {
-        if let Some(n) = self.state.lock().await.partitions.get(topic) {
-            return Ok(*n);
+        if let Some(n) = self.state.lock().await.topics.partitions(topic) {
+            return Ok(n);
         }
         let client = self.client().await?;
         let mut count = topic_partitions(&client, topic).await?;
+        if count.is_none() && !self.layout.create {
+            return Err(KafkaError::TopicMissing(topic.to_owned()));
+        }
         if count.is_none() {
             let created = client
                 .controller_client()?
@@ -438,11 +575,7 @@ impl Publisher {
             count = Some(self.layout.partitions);
         }
         let count = count.unwrap_or(1);
-        self.state
-            .lock()
-            .await
-            .partitions
-            .insert(topic.to_owned(), count);
+        self.state.lock().await.topics.set_partitions(topic, count);
         Ok(count)
     }
 
@@ -451,9 +584,8 @@ impl Publisher {
         topic: &str,
         partition: i32,
     ) -> Result<Arc<PartitionClient>, KafkaError> {
-        let key = (topic.to_owned(), partition);
-        if let Some(c) = self.state.lock().await.clients.get(&key) {
-            return Ok(c.clone());
+        if let Some(c) = self.state.lock().await.topics.client(topic, partition) {
+            return Ok(c);
         }
         let client = self.client().await?;
         let pc = Arc::new(
@@ -461,7 +593,11 @@ impl Publisher {
                 .partition_client(topic, partition, UnknownTopicHandling::Retry)
                 .await?,
         );
-        self.state.lock().await.clients.insert(key, pc.clone());
+        self.state
+            .lock()
+            .await
+            .topics
+            .set_client(topic, partition, pc.clone());
         Ok(pc)
     }
 }
@@ -490,6 +626,34 @@ mod tests {
         let mut all = vec!["test"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).map(|c| c.kafka)
+    }
+
+    #[test]
+    fn only_connection_errors_reset_the_connection() {
+        assert!(KafkaError::Unavailable("broken pipe".into()).is_connection_level());
+        assert!(KafkaError::Timeout(Duration::from_secs(1)).is_connection_level());
+        assert!(!KafkaError::Rejected("TOPIC_AUTHORIZATION_FAILED".into()).is_connection_level());
+        assert!(!KafkaError::TopicMissing("gone".into()).is_connection_level());
+    }
+
+    #[test]
+    fn the_topic_cache_is_bounded_and_forgets_one_topic() {
+        let mut cache: TopicCache<u32> = TopicCache::new(2);
+        cache.set_partitions("a", 3);
+        cache.set_client("a", 0, 10);
+        cache.set_partitions("b", 1);
+        assert_eq!(
+            cache.partitions("a"),
+            Some(3),
+            "a is now the most recently used"
+        );
+        cache.set_partitions("c", 2);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.partitions("b"), None, "b was the least recently used");
+        assert_eq!(cache.client("a", 0), Some(10));
+        cache.forget("a");
+        assert_eq!(cache.partitions("a"), None);
+        assert_eq!(cache.partitions("c"), Some(2), "the others stay");
     }
 
     #[test]

@@ -10,15 +10,20 @@
 //! - [`event`]: which notification a change calls for, and its wire format.
 //! - [`partitioner`]: the Java client's murmur2 partitioner.
 //! - [`kafka`]: connection settings (TLS, SASL) and the acknowledged publisher.
+//! - [`outbox`]: the next event and the status around it (pure).
 //! - [`reconcile`]: the reconciler.
 //! - [`operator`]: wiring the reconciler into operator-core.
-//! - [`follow`]: the client library.
+//! - [`topics`]: which topics resources may name.
+//! - [`follow`]: the client library; [`client_state`]: its durable memory.
 
+pub mod client_state;
 pub mod event;
 pub mod follow;
 pub mod kafka;
 pub mod metrics;
 pub mod operator;
+pub mod outbox;
 pub mod partitioner;
 pub mod reconcile;
 pub mod resource;
+pub mod topics;

@@ -1,6 +1,6 @@
 //! The operator's own metrics, registered beside operator-core's.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Publication metrics.
 #[derive(Clone)]
@@ -8,6 +8,9 @@ pub struct PublishMetrics {
     published: IntCounterVec,
     latency: HistogramVec,
     errors: IntCounterVec,
+    skipped: IntCounterVec,
+    cached_topics: IntGauge,
+    resets: prometheus::IntCounter,
 }
 
 impl PublishMetrics {
@@ -37,6 +40,24 @@ impl PublishMetrics {
             ),
             &["reason"],
         )?;
+        let skipped = IntCounterVec::new(
+            Opts::new(
+                "kafkanotify_removal_notices_skipped_total",
+                "Deleted resources whose removal notice was given up on, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(skipped.clone()))?;
+        let cached_topics = IntGauge::new(
+            "kafkanotify_publisher_cached_topics",
+            "Topics the publisher holds metadata and partition clients for (bounded, LRU)",
+        )?;
+        registry.register(Box::new(cached_topics.clone()))?;
+        let resets = prometheus::IntCounter::new(
+            "kafkanotify_connection_resets_total",
+            "Times the shared Kafka connection was dropped after a connection-level error",
+        )?;
+        registry.register(Box::new(resets.clone()))?;
         registry.register(Box::new(published.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -44,6 +65,9 @@ impl PublishMetrics {
             published,
             latency,
             errors,
+            skipped,
+            cached_topics,
+            resets,
         })
     }
 
@@ -53,6 +77,22 @@ impl PublishMetrics {
         self.latency
             .with_label_values(&[kind])
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a deletion that finished without its removal notice (`Annotation`, `Timeout`).
+    pub fn removal_skipped(&self, reason: &str) {
+        self.skipped.with_label_values(&[reason]).inc();
+    }
+
+    /// Records the size of the publisher's topic cache.
+    pub fn cached_topics(&self, topics: usize) {
+        self.cached_topics
+            .set(i64::try_from(topics).unwrap_or(i64::MAX));
+    }
+
+    /// Records that the shared connection was reset.
+    pub fn connection_reset(&self) {
+        self.resets.inc();
     }
 
     /// Records a failed publication.

@@ -7,10 +7,12 @@ use kube::core::DeserializeGuard;
 use kube::runtime::watcher;
 use operator_core::{Runtime, Settings};
 
+use crate::event::ContentMode;
 use crate::kafka::{KafkaArgs, Publisher, TopicLayout};
 use crate::metrics::PublishMetrics;
 use crate::reconcile::{self, AfterPublish, Context};
 use crate::resource::EdgeApplication;
+use crate::topics::TopicPolicy;
 
 /// The operator's own flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,6 +35,25 @@ pub struct NotifyArgs {
     #[arg(long, env = "KAFKANOTIFY_TOPIC_REPLICATION_FACTOR", default_value_t = 1,
           value_parser = clap::value_parser!(i16).range(1..))]
     pub topic_replication_factor: i16,
+    /// Topics `spec.topic` may name besides `--topic`, comma separated.
+    #[arg(long, env = "KAFKANOTIFY_ALLOWED_TOPICS", value_delimiter = ',')]
+    pub allowed_topics: Vec<String>,
+    /// A regular expression of further allowed topics (matching the whole name).
+    #[arg(long, env = "KAFKANOTIFY_ALLOWED_TOPICS_REGEX")]
+    pub allowed_topics_regex: Option<String>,
+    /// Create a missing topic on first publish; `false` leaves topics to the Kafka admins.
+    #[arg(long, env = "KAFKANOTIFY_CREATE_TOPICS", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub create_topics: bool,
+    /// How long a deleted EdgeApplication waits for the broker to take its `removed`
+    /// notice before it goes without (a Warning event and a metric say so); `0s`: for ever.
+    #[arg(long, env = "KAFKANOTIFY_REMOVAL_TIMEOUT", default_value = "15m",
+          value_parser = operator_core::duration::parse)]
+    pub removal_timeout: std::time::Duration,
+    /// CloudEvents content mode of the records: `binary` (attributes in `ce_` headers) or
+    /// `structured` (the whole event as JSON in the value).
+    #[arg(long, env = "KAFKANOTIFY_CONTENT_MODE", value_enum, default_value_t = ContentMode::Binary)]
+    pub content_mode: ContentMode,
 }
 
 /// Why the operator cannot start.
@@ -44,6 +65,9 @@ pub enum StartError {
     /// The metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// `--allowed-topics-regex` is not a regular expression.
+    #[error("--allowed-topics-regex: {0}")]
+    AllowedTopics(#[from] regex::Error),
 }
 
 /// Builds the reconciler's context from the flags.
@@ -56,12 +80,19 @@ pub fn context(
     let layout = TopicLayout {
         partitions: args.topic_partitions,
         replication_factor: args.topic_replication_factor,
+        create: args.create_topics,
     };
+    let topics = TopicPolicy::new(
+        args.topic.clone(),
+        args.allowed_topics.iter().cloned(),
+        args.allowed_topics_regex.as_deref(),
+    )?;
     let metrics = PublishMetrics::register(runtime.metrics.registry())?;
     Ok(Arc::new(Context {
         runtime,
-        publisher: Publisher::new(connection, layout),
-        default_topic: args.topic.clone(),
+        publisher: Publisher::new(connection, layout).with_content_mode(args.content_mode),
+        topics,
+        removal_timeout: (!args.removal_timeout.is_zero()).then_some(args.removal_timeout),
         metrics,
         after_publish,
     }))

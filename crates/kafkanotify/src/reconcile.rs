@@ -16,7 +16,9 @@ use operator_core::{ErrorReason, Runtime};
 use crate::event::{self, EventKind, Notification, Payload};
 use crate::kafka::{KafkaError, Publisher};
 use crate::metrics::PublishMetrics;
-use crate::resource::{EdgeApplication, EdgeApplicationStatus, Location, Notified};
+use crate::outbox;
+use crate::resource::{EdgeApplication, EdgeApplicationStatus, Location, Pending};
+use crate::topics::TopicPolicy;
 
 /// The operator's name: field manager, finalizer prefix, event reporter.
 pub const OPERATOR: &str = "kafkanotify";
@@ -40,10 +42,12 @@ pub struct Context {
     pub runtime: Arc<Runtime>,
     /// The Kafka producer.
     pub publisher: Publisher,
-    /// Topic of resources without `spec.topic`.
-    pub default_topic: String,
+    /// Which topics resources may name, and the default one.
+    pub topics: TopicPolicy,
     /// Publication metrics.
     pub metrics: PublishMetrics,
+    /// How long a deletion waits for its removal notices; `None`: for ever.
+    pub removal_timeout: Option<std::time::Duration>,
     /// Failpoint for fault-injection tests; `None` in production.
     pub after_publish: Option<AfterPublish>,
 }
@@ -98,30 +102,171 @@ pub async fn reconcile(app: Arc<EdgeApplication>, ctx: Arc<Context>) -> Result<A
     })
 }
 
-/// Publishes the spec's location if consumers do not know it yet.
+/// Publishes, one event at a time, what each topic's consumers should learn: the spec's
+/// location on its topic, then `removed` on topics the resource left.
 async fn notify(app: &EdgeApplication, ctx: &Context) -> Result<Action, Error> {
-    let status = app.status.clone().unwrap_or_default();
-    let known = status.notified.as_ref().map(Notified::location);
-    let desired = app.location();
-    let Some(kind) = event::decide(&desired, known.as_ref()) else {
+    let mut status = app.status.clone().unwrap_or_default();
+    let topic = ctx.topics.topic_for(app.spec.topic.as_deref());
+    if !ctx.topics.allows(&topic) {
+        // Tenants write spec.topic; the operator publishes with its own credentials, so only
+        // the topics its flags allow are used. Nothing is published.
         let message = format!(
-            "consumers know {} at {}",
-            desired.edge_node_id,
-            describe(&desired)
+            "topic {topic} is not allowed by the operator (--topic, --allowed-topics, --allowed-topics-regex)"
         );
-        write_status(app, ctx, status.notified.clone(), ready(message)).await?;
+        let next = status.clone();
+        write_status(
+            app,
+            ctx,
+            &status,
+            next,
+            [
+                Desired::not_ready("TopicNotAllowed", message),
+                Desired::cleared(conditions::DEGRADED, "TopicNotAllowed"),
+            ],
+        )
+        .await?;
         return Ok(Action::await_change());
+    }
+    let desired = app.location();
+    let uid = app.meta().uid.clone().unwrap_or_default();
+    let wanted = outbox::Wanted {
+        topic: &topic,
+        location: &desired,
+        uid: &uid,
+        generation: app.meta().generation.unwrap_or_default(),
     };
-    let topic = app
-        .spec
-        .topic
-        .clone()
-        .unwrap_or_else(|| ctx.default_topic.clone());
-    let notification = notification(app, kind, Some(&desired), known);
-    let ack = match publish(ctx, &topic, &notification).await {
+    loop {
+        let (base, next) = outbox::next_for_spec(&status, &wanted);
+        let Some(event) = next else {
+            let message = format!(
+                "consumers know {} at {}",
+                desired.edge_node_id,
+                describe(&desired)
+            );
+            write_status(app, ctx, &status, base, ready(message)).await?;
+            return Ok(Action::await_change());
+        };
+        status = deliver(app, ctx, &status, base, &event).await?;
+    }
+}
+
+/// Publishes `removed` on every topic whose consumers know (or may know) the application; the
+/// finalizer goes only after the broker acknowledged them, unless the user or the
+/// `--removal-timeout` says to give up.
+async fn remove(app: &EdgeApplication, ctx: &Context) -> Result<Action, Error> {
+    let mut status = app.status.clone().unwrap_or_default();
+    let uid = app.meta().uid.clone().unwrap_or_default();
+    let generation = app.meta().generation.unwrap_or_default();
+    if outbox::next_for_deletion(&status, &uid, generation)
+        .1
+        .is_none()
+    {
+        // Nobody was ever told about it, not even maybe: nothing to retract.
+        return Ok(Action::await_change());
+    }
+    while let (base, Some(event)) = outbox::next_for_deletion(&status, &uid, generation) {
+        match deliver(app, ctx, &status, base, &event).await {
+            Ok(written) => status = written,
+            // The notice is tried first even when the user allows giving up: a reachable
+            // broker costs nothing, and consumers are told.
+            Err(Error::Kafka(e)) => {
+                let Some(reason) = give_up_reason(app, ctx.removal_timeout, jiff::Timestamp::now())
+                else {
+                    return Err(e.into());
+                };
+                let message = format!(
+                    "deleted without the removal notice on topic {} (nor any later one): {}; last error: {e}",
+                    event.topic,
+                    reason.describe(ctx.removal_timeout)
+                );
+                tracing::warn!(app = %app.app_id(), %message, "removal notice skipped");
+                ctx.metrics.removal_skipped(reason.as_str());
+                ctx.runtime
+                    .events
+                    .warning(
+                        &app.object_ref(&()),
+                        "RemovalNoticeSkipped",
+                        "Remove",
+                        message,
+                    )
+                    .await;
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Why a deletion may finish without its removal notices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The annotation [`SKIP_REMOVAL_NOTICE`] is `"true"`.
+    Annotation,
+    /// The deletion is older than `--removal-timeout`.
+    Timeout,
+}
+
+impl GiveUp {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveUp::Annotation => "Annotation",
+            GiveUp::Timeout => "Timeout",
+        }
+    }
+
+    fn describe(self, timeout: Option<std::time::Duration>) -> String {
+        match self {
+            GiveUp::Annotation => format!("the annotation {SKIP_REMOVAL_NOTICE} is \"true\""),
+            GiveUp::Timeout => format!(
+                "the broker did not acknowledge it within --removal-timeout {}",
+                timeout.map(|t| format!("{t:?}")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Annotation that lets a deletion finish without the removal notice.
+pub const SKIP_REMOVAL_NOTICE: &str = "kafkanotify.kubecrew.io/skip-removal-notice";
+
+/// Whether a deleted resource may go without its removal notices (pure).
+pub fn give_up_reason(
+    app: &EdgeApplication,
+    timeout: Option<std::time::Duration>,
+    now: jiff::Timestamp,
+) -> Option<GiveUp> {
+    let annotated = app
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SKIP_REMOVAL_NOTICE))
+        .is_some_and(|v| v == "true");
+    if annotated {
+        return Some(GiveUp::Annotation);
+    }
+    let deleted = app.meta().deletion_timestamp.as_ref()?.0;
+    let timeout = jiff::SignedDuration::try_from(timeout?).ok()?;
+    (now.duration_since(deleted) >= timeout).then_some(GiveUp::Timeout)
+}
+
+/// Records `event` as pending, produces it, and records the acknowledgement; returns the
+/// status written.
+async fn deliver(
+    app: &EdgeApplication,
+    ctx: &Context,
+    current: &EdgeApplicationStatus,
+    base: EdgeApplicationStatus,
+    event: &Pending,
+) -> Result<EdgeApplicationStatus, Error> {
+    // The outbox entry first: if the process dies after the broker took the record, the
+    // status still says consumers may know it (deletion then retracts it).
+    let recorded = write_status(app, ctx, current, outbox::recorded(&base, event), []).await?;
+    let notification = notification_for(app, event);
+    let ack = match publish(ctx, &event.topic, &notification).await {
         Ok(ack) => ack,
         Err(e) => {
-            report_failure(app, ctx, &status, kind, &e).await;
+            report_failure(app, ctx, &recorded, event.kind, &e).await;
             return Err(e.into());
         }
     };
@@ -130,29 +275,34 @@ async fn notify(app: &EdgeApplication, ctx: &Context) -> Result<Action, Error> {
     {
         return Err(Error::Failpoint);
     }
-    let notified = Notified {
-        edge_node_id: desired.edge_node_id.clone(),
-        endpoint: desired.endpoint.clone(),
-        generation: app.meta().generation.unwrap_or_default(),
-        event_id: notification.id.clone(),
-        topic,
+    let acked = outbox::Acked {
         partition: ack.partition,
         offset: ack.offset,
         time: jiff::Timestamp::now().to_string(),
     };
+    let where_ = event
+        .location
+        .as_ref()
+        .map(|l| format!("{} at {}", l.edge_node_id, describe(l)))
+        .unwrap_or_else(|| "nowhere".into());
     let message = format!(
-        "published {} to {} at {}",
-        kind.as_str(),
-        desired.edge_node_id,
-        describe(&desired)
+        "published {} on {}: {where_}",
+        event.kind.as_str(),
+        event.topic
     );
-    write_status(app, ctx, Some(notified.clone()), ready(message)).await?;
+    let written = write_status(
+        app,
+        ctx,
+        &recorded,
+        outbox::acknowledged(&recorded, event, &acked),
+        ready(message),
+    )
+    .await?;
     let note = format!(
-        "{} {}: {} at {} (partition {}, offset {})",
-        notification.payload.app_id,
-        kind.as_str(),
-        desired.edge_node_id,
-        describe(&desired),
+        "{} {} on {}: {where_} (partition {}, offset {})",
+        notification.payload.key(),
+        event.kind.as_str(),
+        event.topic,
         ack.partition,
         ack.offset
     );
@@ -160,23 +310,7 @@ async fn notify(app: &EdgeApplication, ctx: &Context) -> Result<Action, Error> {
         .events
         .normal(&app.object_ref(&()), "Published", "Publish", note)
         .await;
-    Ok(Action::await_change())
-}
-
-/// Publishes `removed` for an application consumers were told about; the finalizer is
-/// removed only after the broker acknowledged it.
-async fn remove(app: &EdgeApplication, ctx: &Context) -> Result<Action, Error> {
-    let status = app.status.clone().unwrap_or_default();
-    let Some(notified) = status.notified.clone() else {
-        // Nobody was ever told about it: nothing to retract.
-        return Ok(Action::await_change());
-    };
-    let notification = notification(app, EventKind::Removed, None, Some(notified.location()));
-    if let Err(e) = publish(ctx, &notified.topic, &notification).await {
-        report_failure(app, ctx, &status, EventKind::Removed, &e).await;
-        return Err(e.into());
-    }
-    Ok(Action::await_change())
+    Ok(written)
 }
 
 /// Publishes and records metrics.
@@ -187,6 +321,8 @@ async fn publish(
 ) -> Result<crate::kafka::Ack, KafkaError> {
     let started = Instant::now();
     let result = ctx.publisher.publish(topic, notification).await;
+    ctx.metrics
+        .cached_topics(ctx.publisher.cached_topics().await);
     match &result {
         Ok(ack) => {
             ctx.metrics
@@ -203,6 +339,9 @@ async fn publish(
         }
         Err(e) => {
             ctx.metrics.failed(e.reason());
+            if e.is_connection_level() {
+                ctx.metrics.connection_reset();
+            }
             tracing::warn!(app = %notification.payload.app_id, error = %e, "publish failed");
         }
     }
@@ -222,7 +361,7 @@ async fn report_failure(
         Desired::not_ready(error.reason(), message.clone()),
         Desired::degraded(error.reason(), message.clone()),
     ];
-    if let Err(e) = write_status(app, ctx, status.notified.clone(), desired).await {
+    if let Err(e) = write_status(app, ctx, status, status.clone(), desired).await {
         tracing::debug!(error = %e, "could not record the failure in status");
     }
     ctx.runtime
@@ -236,6 +375,20 @@ fn ready(message: String) -> [Desired; 2] {
         Desired::ready("Notified", message),
         Desired::cleared(conditions::DEGRADED, "Notified"),
     ]
+}
+
+/// The notification of a recorded event: the same id and payload however often it is
+/// produced.
+pub fn notification_for(app: &EdgeApplication, event: &Pending) -> Notification {
+    let mut n = notification(
+        app,
+        event.kind,
+        event.location.as_ref(),
+        event.previous.clone(),
+    );
+    n.id = event.event_id.clone();
+    n.payload.generation = event.generation;
+    n
 }
 
 /// Builds the notification of `kind` for `app`.
@@ -275,18 +428,73 @@ fn describe(location: &Location) -> String {
     format!("{}:{}/{protocol}", e.host, e.port)
 }
 
-/// Writes the whole status with `notified` (server-side apply drops fields a manager stops
-/// sending, so `notified` is always sent) when it changed.
+/// Writes `next` with the `desired` conditions when it differs from `current` (the status as
+/// last read or written), and returns what the status now is. The whole status is always
+/// sent: server-side apply drops fields a manager stops sending.
 async fn write_status(
     app: &EdgeApplication,
     ctx: &Context,
-    notified: Option<Notified>,
+    current: &EdgeApplicationStatus,
+    mut next: EdgeApplicationStatus,
     desired: impl IntoIterator<Item = Desired>,
-) -> Result<(), kube::Error> {
-    let current = app.status.clone().unwrap_or_default();
-    let next = EdgeApplicationStatus {
-        notified,
-        ..current.clone()
-    };
-    operator_core::status::update(&ctx.runtime.client, app, OPERATOR, &current, next, desired).await
+) -> Result<EdgeApplicationStatus, kube::Error> {
+    use operator_core::status::ConditionedStatus;
+    let generation = app.meta().generation;
+    conditions::set_all(
+        next.conditions_mut(),
+        desired,
+        generation,
+        jiff::Timestamp::now(),
+    );
+    next.set_observed_generation(generation);
+    if next != *current {
+        let value = serde_json::to_value(&next).map_err(kube::Error::SerdeError)?;
+        operator_core::status::apply(
+            &ctx.runtime.client,
+            &kube::core::ApiResource::erase::<EdgeApplication>(&()),
+            app.namespace().as_deref(),
+            &app.name_any(),
+            OPERATOR,
+            value,
+        )
+        .await?;
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deleted(annotations: serde_json::Value, at: &str) -> EdgeApplication {
+        serde_json::from_value(json!({
+            "apiVersion": "kafkanotify.kubecrew.io/v1alpha1",
+            "kind": "EdgeApplication",
+            "metadata": {"name": "carla", "namespace": "edge", "annotations": annotations,
+                         "deletionTimestamp": at},
+            "spec": {"edgeNodeId": "n", "endpoint": {"host": "h", "port": 1}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn deletion_gives_up_only_when_told_or_after_the_timeout() {
+        let now: jiff::Timestamp = "2026-12-08T01:10:00Z".parse().unwrap();
+        let minutes = |m: u64| Some(std::time::Duration::from_secs(60 * m));
+        let fresh = deleted(json!({}), "2026-12-08T01:05:00Z");
+        assert_eq!(give_up_reason(&fresh, minutes(15), now), None);
+        assert_eq!(give_up_reason(&fresh, None, now), None, "no timeout: wait");
+        assert_eq!(
+            give_up_reason(&fresh, minutes(5), now),
+            Some(GiveUp::Timeout)
+        );
+        let told = deleted(json!({SKIP_REMOVAL_NOTICE: "true"}), "2026-12-08T01:09:00Z");
+        assert_eq!(
+            give_up_reason(&told, minutes(15), now),
+            Some(GiveUp::Annotation)
+        );
+        let not_quite = deleted(json!({SKIP_REMOVAL_NOTICE: "yes"}), "2026-12-08T01:09:00Z");
+        assert_eq!(give_up_reason(&not_quite, minutes(15), now), None);
+    }
 }

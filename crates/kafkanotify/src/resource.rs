@@ -75,6 +75,15 @@ pub struct EdgeApplicationStatus {
     /// The location consumers know, with the record that told them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified: Option<Notified>,
+    /// The event being published: recorded before producing, cleared with the broker's
+    /// acknowledgement. While it is here consumers may or may not have it, so deletion
+    /// retracts it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    /// Locations announced (or maybe announced) on topics the resource no longer uses; each
+    /// gets a `removed` there, then leaves this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
     /// Ready and Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -103,6 +112,36 @@ pub struct Notified {
     pub offset: i64,
     /// When the broker acknowledged it (RFC 3339).
     pub time: String,
+}
+
+/// An event recorded before it is produced (the outbox entry).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pending {
+    /// Its CloudEvents id (a re-publication uses the same).
+    pub event_id: String,
+    /// `placed`, `migrated`, `endpoint-changed` or `removed`.
+    pub kind: crate::event::EventKind,
+    /// The topic it goes to.
+    pub topic: String,
+    /// The location it announces; none for `removed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// What consumers of that topic were told before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Location>,
+    /// The resource generation it describes.
+    pub generation: i64,
+}
+
+/// A location announced on a topic the resource no longer publishes to.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retired {
+    /// The topic.
+    pub topic: String,
+    /// What its consumers were (maybe) told.
+    pub location: Location,
 }
 
 impl EdgeApplication {

@@ -141,3 +141,81 @@ async fn a_killed_operator_republishes_and_the_client_reports_once() {
     follower.kill().await.expect("client stopped");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The client is stopped, the application migrates, the client is started again with
+/// `--from latest`: with `--state-file` it first prints where the application was, then the
+/// migration it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_restarted_across_a_migration_resumes_from_its_state_file() {
+    let env = env().await;
+    let broker = broker().await;
+    let client = env.client();
+    let api: Api<EdgeApplication> = Api::default_namespaced(client.clone());
+    let dir = std::env::temp_dir().join(format!("kafkanotify-state-{}", env.namespace()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let state = dir.join("state.json");
+    let app_id = format!("{}/carla", env.namespace());
+    let follower = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kafkanotify-client"));
+        cmd.args(["--kafka-brokers", &broker.bootstrap(), "--topic", TOPIC])
+            .args(["--app-id", &app_id, "--from", "latest"])
+            .arg("--state-file")
+            .arg(&state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    };
+    // The first run starts before the topic exists, so it reads everything published
+    // (the placement) and saves it.
+    let mut first: Child = follower().spawn().expect("client starts");
+    let mut lines = BufReader::new(first.stdout.take().expect("stdout")).lines();
+    let _op = operator(&env, &broker).spawn().expect("operator starts");
+    api.create(&PostParams::default(), &app("carla", "node-a", "10.0.0.1"))
+        .await
+        .expect("created");
+    let placed = next_json(&mut lines).await;
+    assert_eq!(placed["event"], "placed", "{placed}");
+    eventually("the client saved the placement", TIMEOUT, || async {
+        std::fs::read_to_string(&state)
+            .ok()
+            .filter(|s| s.contains("10.0.0.1"))
+    })
+    .await;
+    first.kill().await.expect("client stopped");
+
+    api.patch(
+        "carla",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"edgeNodeId": "node-b", "endpoint": {"host": "10.0.0.9", "port": 2000}}})),
+    )
+    .await
+    .expect("migrated");
+    eventually("migration acknowledged", TIMEOUT, || async {
+        let n = api.get("carla").await.ok()?.status?.notified?;
+        (n.edge_node_id == "node-b").then_some(())
+    })
+    .await;
+
+    let mut second: Child = follower().spawn().expect("client restarts");
+    let mut lines = BufReader::new(second.stdout.take().expect("stdout")).lines();
+    let current = next_json(&mut lines).await;
+    assert_eq!(current["event"], "current", "{current}");
+    assert_eq!(current["location"]["endpoint"]["host"], "10.0.0.1");
+    let missed = next_json(&mut lines).await;
+    assert_eq!(missed["event"], "migrated", "{missed}");
+    assert_eq!(missed["location"]["edgeNodeId"], "node-b");
+    assert_eq!(missed["location"]["endpoint"]["host"], "10.0.0.9");
+    assert_eq!(missed["previous"]["endpoint"]["host"], "10.0.0.1");
+    second.kill().await.expect("client stopped");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn next_json(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(TIMEOUT, lines.next_line())
+        .await
+        .expect("a line in time")
+        .expect("stdout readable")
+        .expect("the client runs");
+    serde_json::from_str(&line).expect("a JSON line")
+}

@@ -3,8 +3,9 @@
 //! Prints one JSON line per location change and, with `--exec`, runs a command with the new
 //! location in its environment (how an edge client reconnects).
 
+use anyhow::Context as _;
 use clap::Parser;
-use kafkanotify::follow::{self, Change, StartAt};
+use kafkanotify::follow::{self, AppSelector, Change, StartAt};
 use kafkanotify::kafka::KafkaArgs;
 use tokio_util::sync::CancellationToken;
 
@@ -21,13 +22,19 @@ struct Cli {
         default_value = "carla-server-migration"
     )]
     topic: String,
-    /// Follow one application; all when not set.
+    /// Follow one application, `namespace/appId`; a bare appId is accepted when only one
+    /// namespace announces it on the topic. All applications when not set.
     #[arg(long, env = "KAFKANOTIFY_APP_ID")]
-    app_id: Option<String>,
-    /// Where to start reading.
+    app_id: Option<AppSelector>,
+    /// Where to start reading (in partitions the state file has no position for).
     #[arg(long, value_enum, default_value_t = StartAt::Latest)]
     from: StartAt,
-    /// Run this shell command on each change, with KAFKANOTIFY_APP_ID, KAFKANOTIFY_EVENT,
+    /// Keep the position in each partition and the last known locations here (written
+    /// atomically after each record), resume from it, and print the saved location of the
+    /// followed application at start, before any new change.
+    #[arg(long, env = "KAFKANOTIFY_STATE_FILE")]
+    state_file: Option<std::path::PathBuf>,
+    /// Run this shell command on each change, with KAFKANOTIFY_NAMESPACE, KAFKANOTIFY_APP_ID, KAFKANOTIFY_EVENT,
     /// KAFKANOTIFY_EDGE_NODE_ID, KAFKANOTIFY_HOST, KAFKANOTIFY_PORT and KAFKANOTIFY_PROTOCOL
     /// set (empty after a removal). Changes wait for it to finish, so they stay in order.
     #[arg(long)]
@@ -50,10 +57,35 @@ async fn main() -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
+    let app_id = match cli.app_id.clone() {
+        Some(selector) => {
+            // An ambiguous bare appId would make the client follow whichever namespace
+            // announces first: refuse, and say which names would work.
+            let resolved = follow::resolve(&connection, &cli.topic, selector)
+                .await
+                .context("reading the topic to find the application's namespace")?;
+            Some(resolved.map_err(|e| anyhow::anyhow!(e))?)
+        }
+        None => None,
+    };
+    if let Some(path) = &cli.state_file {
+        // What the client knew when it stopped, first: a restarted edge client learns where
+        // its server was before it learns where the server went since.
+        for (app, location) in follow::saved_locations(path, &cli.topic, app_id.as_ref())? {
+            let line = serde_json::json!({
+                "namespace": app.namespace,
+                "appId": app.app_id,
+                "event": "current",
+                "location": location,
+            });
+            print_line(&line.to_string());
+        }
+    }
     let config = follow::Config {
         topic: cli.topic.clone(),
-        app_id: cli.app_id.clone(),
+        app_id,
         start: cli.from,
+        state_file: cli.state_file.clone(),
     };
     let exec = cli.exec.clone();
     follow::follow(connection, config, shutdown, |change| {
@@ -76,15 +108,17 @@ fn tracing_subscriber_init(level: &str) -> anyhow::Result<()> {
 
 fn report(change: &Change) {
     match serde_json::to_string(change) {
-        Ok(line) => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            // A closed stdout (e.g. `| head`) is not worth dying for.
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
+        Ok(line) => print_line(&line),
         Err(e) => tracing::error!(error = %e, "cannot encode a change"),
     }
+}
+
+fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth dying for.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 async fn run(command: &str, change: &Change) {
@@ -93,6 +127,7 @@ async fn run(command: &str, change: &Change) {
     let status = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)
+        .env("KAFKANOTIFY_NAMESPACE", &change.namespace)
         .env("KAFKANOTIFY_APP_ID", &change.app_id)
         .env("KAFKANOTIFY_EVENT", change.event.as_str())
         .env(

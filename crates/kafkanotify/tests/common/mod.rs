@@ -73,15 +73,31 @@ impl Operator {
         broker: &Broker,
         after_publish: Option<AfterPublish>,
     ) -> Self {
+        Self::start_with(client, broker, after_publish, |_| {}).await
+    }
+
+    /// Starts an operator whose flags `configure` changes first.
+    pub async fn start_with(
+        client: Client,
+        broker: &Broker,
+        after_publish: Option<AfterPublish>,
+        configure: impl FnOnce(&mut NotifyArgs),
+    ) -> Self {
         // Only the test's namespace: tests share the cluster.
         let namespace = client.default_namespace().to_owned();
         let runtime = Arc::new(Runtime::new(client, OPERATOR));
-        let args = NotifyArgs {
+        let mut args = NotifyArgs {
             kafka: kafka_args(broker),
             topic: TOPIC.into(),
             topic_partitions: 3,
             topic_replication_factor: 1,
+            allowed_topics: Vec::new(),
+            allowed_topics_regex: None,
+            create_topics: true,
+            removal_timeout: Duration::from_secs(3600),
+            content_mode: kafkanotify::event::ContentMode::Binary,
         };
+        configure(&mut args);
         let ctx = operator::context(runtime.clone(), &args, after_publish).expect("context");
         let settings = Settings {
             concurrency: 4,
@@ -119,16 +135,27 @@ pub fn app(name: &str, node: &str, host: &str) -> EdgeApplication {
     .expect("valid EdgeApplication")
 }
 
-/// Reads the records of one partition from `offset`, up to `count`.
+/// Reads the records of one partition of the default topic from `offset`, up to `count`.
 pub async fn records(
     broker: &Broker,
     partition: i32,
     offset: i64,
     count: usize,
 ) -> Vec<RecordAndOffset> {
+    records_in(broker, TOPIC, partition, offset, count).await
+}
+
+/// Reads the records of one partition of `topic` from `offset`, up to `count`.
+pub async fn records_in(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    count: usize,
+) -> Vec<RecordAndOffset> {
     let client = connection(broker).connect().await.expect("connects");
     let pc = client
-        .partition_client(TOPIC, partition, UnknownTopicHandling::Retry)
+        .partition_client(topic, partition, UnknownTopicHandling::Retry)
         .await
         .expect("partition client");
     let mut out = Vec::new();
@@ -154,4 +181,33 @@ pub async fn records(
 
 pub fn decode(record: &RecordAndOffset) -> Notification {
     Notification::from_record(&record.record).expect("a notification")
+}
+
+/// The topics the broker has.
+pub async fn topics(broker: &Broker) -> Vec<String> {
+    let client = connection(broker).connect().await.expect("connects");
+    client
+        .list_topics()
+        .await
+        .expect("topics listed")
+        .into_iter()
+        .map(|t| t.name)
+        .collect()
+}
+
+/// Waits until `name` has a condition `type_` with `status`, and returns it.
+pub async fn condition(
+    client: &Client,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let api: kube::Api<EdgeApplication> = kube::Api::default_namespaced(client.clone());
+    testkit::eventually(&format!("{name} {type_}={status}"), TIMEOUT, || async {
+        let found = api.get(name).await.ok()?.status?.conditions;
+        found
+            .into_iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+    })
+    .await
 }
