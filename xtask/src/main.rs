@@ -4,6 +4,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod deploy;
+mod fuzz;
 mod images;
 mod kubectl;
 mod protobuf_descriptors;
@@ -69,6 +70,20 @@ enum Cmd {
     },
     /// Run the benchmarks and print their figures.
     Bench,
+    /// Fuzz the parsers of user input (nes's request decoders, `validate`, item keys) with
+    /// cargo-fuzz, installed on first use: build every target of fuzz/, run each for the
+    /// budget, print its figures; a crash fails with the input and how to reproduce it.
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Afterwards, add the inputs that reached new code to the committed corpus
+        /// (fuzz/corpus/<target>).
+        #[arg(long)]
+        merge: bool,
+        /// Only these targets (default: every file of fuzz/fuzz_targets).
+        targets: Vec<String>,
+    },
     /// Render every kustomize overlay and validate each object against the Kubernetes schemas.
     Validate,
     /// Build one container image per shipped binary (docker or podman) from the Dockerfile.
@@ -382,6 +397,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::ProtobufDescriptors { proto_root, check } => {
             protobuf_descriptors::run(&root, proto_root.as_deref(), check)
         }
+        Cmd::Fuzz {
+            seconds,
+            merge,
+            targets,
+        } => fuzz::run(
+            &root,
+            &fuzz::Options {
+                seconds,
+                targets,
+                merge,
+            },
+        ),
         Cmd::Bench => {
             let status = cargo()
                 .current_dir(&root)

@@ -269,7 +269,8 @@ async fn apply_config<A: Agent>(
     app.auth.authorize(request.headers()).await?;
     check_json_content_type(request.headers())?;
     let body = read_body(request).await?;
-    let config = decode_config(&body)?;
+    let config = decode_config(&body)
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "badRequest", e.to_string()))?;
     *generation = Some(config.generation);
     Ok(app.agent.apply(config).await?)
 }
@@ -313,11 +314,12 @@ async fn read_body(request: Request) -> Result<Bytes, Failure> {
         })
 }
 
-/// Decodes the body. Serde's message names the problem and its position (`unknown field `gw`,
-/// expected one of ... at line 1 column 52`), which is what a client needs to fix it.
-fn decode_config(body: &[u8]) -> Result<DesiredConfig, Failure> {
+/// Decodes a `PUT /v1/config` body (answered 400 with the error's text when it fails). Serde's
+/// message names the problem and its position (`unknown field `gw`, expected one of ... at line 1
+/// column 52`), which is what a client needs to fix it. Public for the fuzz target of this
+/// decoder (`fuzz/fuzz_targets/agent_config.rs`).
+pub fn decode_config(body: &[u8]) -> Result<DesiredConfig, serde_json::Error> {
     serde_json::from_slice(body)
-        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "badRequest", e.to_string()))
 }
 
 async fn get_config<A: Agent>(State(app): State<App<A>>) -> Response {

@@ -310,7 +310,7 @@ impl FromStr for ItemKey {
             // A colon before any space: the compact form (IPv6 CIDRs have colons, but only
             // after the kind and its separator).
             (Some((kind, rest)), space) if space.is_none_or(|(k, _)| k.len() > kind.len()) => {
-                (kind, rest, true)
+                (kind, rest.trim(), true)
             }
             (_, Some((kind, rest))) => (kind, rest.trim(), false),
             _ => return Err(fail("it has no kind")),
@@ -332,10 +332,20 @@ impl FromStr for ItemKey {
                     let (cidr, interface) = rest
                         .split_once(" on ")
                         .ok_or_else(|| fail("expected `address CIDR on IF`"))?;
-                    (interface.trim(), cidr.trim())
+                    (interface, cidr)
                 };
+                // Both forms trim their parts alike, so each parses what the other prints.
+                let (interface, cidr) = (interface.trim(), cidr.trim());
                 if interface.is_empty() || cidr.is_empty() {
                     return Err(fail("both the interface and the CIDR are needed"));
+                }
+                // No configured item has such an interface (link names have neither), so the
+                // key would remove nothing; and the compact form could not spell a '/'.
+                if interface.contains(char::is_whitespace) {
+                    return Err(fail("an interface name has no whitespace"));
+                }
+                if interface.contains('/') {
+                    return Err(fail("an interface name has no '/'"));
                 }
                 if crate::config::parse_cidr(cidr).is_none() {
                     return Err(fail(&format!("{cidr:?} is not a CIDR")));
@@ -463,6 +473,23 @@ mod tests {
     }
 
     #[test]
+    fn spaces_around_parts_are_ignored_alike_in_both_forms() {
+        // Found by the item_key fuzz target: the compact form kept the space after `eth1`, so
+        // its display form parsed to another key, and the removal matched nothing.
+        let key = parse("address:eth1 /10.1.2.3/24");
+        assert_eq!(
+            key,
+            ItemKey::Address {
+                interface: "eth1".into(),
+                cidr: "10.1.2.3/24".into()
+            }
+        );
+        assert_eq!(parse(&key.to_string()), key);
+        assert_eq!(parse("vlan: v1"), parse("vlan v1"));
+        assert_eq!(parse("address: eth1/ 10.1.2.3/24"), key);
+    }
+
+    #[test]
     fn bad_keys_say_what_is_wrong() {
         for (text, reason) in [
             ("eth0", "no kind"),
@@ -473,6 +500,11 @@ mod tests {
             ("route:10.0.0.0/8,table=x", "a number"),
             ("route:nowhere", "not a network"),
             ("vlan:", "one link name"),
+            ("address:eth 1/10.1.2.3/24", "no whitespace"),
+            ("address 10.1.2.3/24 on e on f", "no whitespace"),
+            // Found by the item_key fuzz target: printed compactly, this interface's '/' cut
+            // it short and the key parsed back to something else.
+            ("address 1010::/4 on a::/0", "no '/'"),
         ] {
             let error = text.parse::<ItemKey>().unwrap_err().to_string();
             assert!(error.contains(reason), "{text}: {error}");

@@ -2,12 +2,12 @@
 //!
 //! | Route | Answer |
 //! | --- | --- |
-//! | `POST {pod}/configuration` | 200 [`ConfigurationResponse`]; 400, 401, 403, 409, 422 |
+//! | `POST {pod}/configuration` | 200 [`ConfigurationResponse`]; 400, 401, 403, 409, 413, 422 |
 //! | `GET {pod}/configuration` | 200 [`ConfigurationResponse`]; 404 when none |
 //! | `DELETE {pod}/configuration` | 204; 404 when none |
 //! | `GET {pod}/status` | 200 [`StatusResponse`]; 404 when no configuration |
-//! | `GET {pod}/status/watch` | NDJSON stream of [`StatusResponse`], first line = current |
-//! | `PUT {pod}/subscription` | 200 [`SubscriptionResponse`]; 400, 401, 403, 422 |
+//! | `GET {pod}/status/watch` | NDJSON stream of [`StatusResponse`], first line = current; 429 |
+//! | `PUT {pod}/subscription` | 200 [`SubscriptionResponse`]; 400, 401, 403, 413, 422 |
 //! | `GET {pod}/subscription` | 200 [`SubscriptionResponse`]; 404 when none |
 //! | `DELETE {pod}/subscription` | 204; 404 when none |
 //! | `GET /healthz` | 200 `ok` |
@@ -15,23 +15,32 @@
 //!
 //! `{pod}` is `/v1/namespaces/{namespace}/pods/{pod}`. Every error answer is an [`ErrorBody`].
 //!
+//! Every `/v1` request is authorized ([`crate::auth`]) before its body is read, so a caller
+//! without a valid token for the pod cannot make the server buffer anything; any of them may be
+//! answered 429 when its source address has failed authentication too often. A status watch
+//! takes one of the pod's few watch places ([`crate::watches`]) and ends when the caller's
+//! token does.
+//!
 //! [`ConfigurationResponse`]: nes_api::cli::ConfigurationResponse
 //! [`StatusResponse`]: nes_api::cli::StatusResponse
 //! [`SubscriptionResponse`]: nes_api::cli::SubscriptionResponse
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -41,9 +50,10 @@ use nes_api::{ApiError, ConfigureRequest};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{self, Denied, Reviewer};
+use crate::auth::{self, Denied, ReviewError, ReviewSettings, Reviewer};
 use crate::metrics::Metrics;
-use crate::{configure, owner, status, subscription};
+use crate::watches::{self, Watches};
+use crate::{claims, configure, owner, status, subscription};
 
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "nes-cliserver";
@@ -77,17 +87,27 @@ const NDJSON: &str = "application/x-ndjson";
 pub struct AppState {
     client: kube::Client,
     reviewer: Arc<Reviewer>,
+    watches: Watches,
+    max_watch: Duration,
     metrics: Metrics,
 }
 
-/// How the server authenticates.
+/// How the server authenticates and limits its callers.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The audience tokens must carry (`spec.audiences` of the TokenReview); the API server's
-    /// default audiences when `None`.
+    /// The audience tokens must carry (`spec.audiences` of the TokenReview, confirmed in its
+    /// `status.audiences`); the API server's default audiences when `None`.
     pub audience: Option<String>,
     /// How long a successful TokenReview is reused.
     pub review_cache_ttl: Duration,
+    /// How long a refused token is answered 401 without a TokenReview.
+    pub negative_review_cache_ttl: Duration,
+    /// Failed authentications per source address and minute before 429 (zero: no limit).
+    pub auth_failures_per_minute: u32,
+    /// Status watches a pod may hold open at once.
+    pub max_watches_per_pod: usize,
+    /// The longest a status watch stays open, even with a token that lives longer.
+    pub max_watch: Duration,
 }
 
 impl Default for Settings {
@@ -95,6 +115,10 @@ impl Default for Settings {
         Settings {
             audience: None,
             review_cache_ttl: auth::DEFAULT_CACHE_TTL,
+            negative_review_cache_ttl: auth::DEFAULT_NEGATIVE_CACHE_TTL,
+            auth_failures_per_minute: auth::DEFAULT_FAILURES_PER_MINUTE,
+            max_watches_per_pod: watches::DEFAULT_MAX_PER_POD,
+            max_watch: watches::DEFAULT_MAX_LIFETIME,
         }
     }
 }
@@ -105,13 +129,19 @@ impl AppState {
         let metrics = Metrics::new();
         let reviewer = Reviewer::new(
             client.clone(),
-            settings.audience,
-            settings.review_cache_ttl,
+            ReviewSettings {
+                audience: settings.audience,
+                ttl: settings.review_cache_ttl,
+                negative_ttl: settings.negative_review_cache_ttl,
+                failures_per_minute: settings.auth_failures_per_minute,
+            },
             metrics.clone(),
         );
         AppState {
             client,
             reviewer: Arc::new(reviewer),
+            watches: Watches::new(settings.max_watches_per_pod, metrics.watches()),
+            max_watch: settings.max_watch,
             metrics,
         }
     }
@@ -148,12 +178,12 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then shuts down gracefully: stops
-/// accepting, ends open watch streams, lets in-flight requests finish, and returns.
+/// accepting, ends open watch streams, lets in-flight requests finish, and returns. Each
+/// request knows its peer's address (the source of the failed-authentication limit).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -161,12 +191,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let draining = CancellationToken::new();
     let app = router(state).layer(Extension(Draining(draining.clone())));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.cancel();
-        })
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        draining.cancel();
+    })
+    .await
 }
 
 /// Counts every answer by route template and status code.
@@ -188,6 +221,7 @@ async fn count(State(state): State<AppState>, request: Request, next: Next) -> R
 pub struct Failure {
     status: StatusCode,
     errors: Vec<ApiError>,
+    retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -199,6 +233,7 @@ impl Failure {
                 message: message.into(),
                 field: None,
             }],
+            retry_after: None,
         }
     }
 
@@ -206,6 +241,7 @@ impl Failure {
         Failure {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             errors,
+            retry_after: None,
         }
     }
 
@@ -217,6 +253,7 @@ impl Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let retry_after = self.retry_after;
         let mut response = (
             self.status,
             Json(ErrorBody {
@@ -228,6 +265,13 @@ impl IntoResponse for Failure {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(wait) = retry_after {
+            // Whole seconds, rounded up so a client that waits that long is let in.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -270,30 +314,78 @@ impl From<kube::Error> for Failure {
     }
 }
 
-/// Authenticates the caller as pod `namespace/pod` and returns the live pod.
+/// The address requests without a known peer (a router served without connection info, as in
+/// unit tests) are counted under by the failed-authentication limit.
+const UNKNOWN_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// What a request presents for authentication: its bearer token (if it sent one) and its
+/// source address. Extracting it reads headers only, never the body.
+pub struct Credentials {
+    token: Option<String>,
+    source: IpAddr,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Credentials {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(UNKNOWN_SOURCE, |ConnectInfo(peer)| peer.ip().to_canonical());
+        Ok(Credentials {
+            token: auth::bearer_token(header).map(str::to_owned),
+            source,
+        })
+    }
+}
+
+/// An authorized caller: its live pod, and when its token ends.
+struct Authorized {
+    pod: Pod,
+    token_end: Option<SystemTime>,
+}
+
+/// Authenticates the caller as pod `namespace/pod`: the live pod and when its token ends.
 async fn authorize(
     state: &AppState,
-    headers: &HeaderMap,
+    credentials: &Credentials,
     namespace: &str,
     pod: &str,
-) -> Result<Pod, Failure> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = auth::bearer_token(header).ok_or_else(|| {
+) -> Result<Authorized, Failure> {
+    let token = credentials.token.as_deref().ok_or_else(|| {
         Failure::from(Denied::Unauthenticated(
             "missing bearer token: send `Authorization: Bearer <pod-bound token>`".into(),
         ))
     })?;
-    let review = state.reviewer.review(token).await.map_err(|error| {
-        tracing::warn!(%error, "TokenReview failed");
-        Failure::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "cannot verify the token now: the TokenReview call failed",
-        )
-    })?;
-    let caller = auth::decide(&review, namespace, pod)?;
+    let review = match state.reviewer.authenticate(token, credentials.source).await {
+        Ok(review) => review,
+        Err(ReviewError::Denied(denied)) => return Err(denied.into()),
+        Err(ReviewError::Throttled(wait)) => {
+            tracing::warn!(source = %credentials.source, "too many failed authentications");
+            return Err(Failure {
+                retry_after: Some(wait),
+                ..Failure::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tooManyFailures",
+                    "too many failed authentications from this address; retry later",
+                )
+            });
+        }
+        Err(ReviewError::Unavailable(error)) => {
+            tracing::warn!(%error, "TokenReview failed");
+            return Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "cannot verify the token now: the TokenReview call failed",
+            ));
+        }
+    };
+    let caller = auth::decide(&review, state.reviewer.audience(), namespace, pod)?;
     let live = Api::<Pod>::namespaced(state.client.clone(), namespace)
         .get_opt(pod)
         .await?;
@@ -303,21 +395,44 @@ async fn authorize(
         )))
     })?;
     auth::check_pod_uid(&caller, live.metadata.uid.as_deref())?;
-    Ok(live)
+    Ok(Authorized {
+        pod: live,
+        // The API server has just accepted the token, so its claims are its word.
+        token_end: claims::token_end(token),
+    })
 }
 
-/// Decodes a JSON body; serde's message names the problem and its position.
-fn decode<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
-    let body = body.map_err(|rejection| {
-        let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            "payloadTooLarge"
-        } else {
-            "badRequest"
-        };
-        Failure::new(rejection.status(), code, rejection.body_text())
-    })?;
-    serde_json::from_slice(&body)
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`] and decodes it: 413 when it is larger,
+/// 400 when it cannot be read or decoded. Called only once the caller is authorized.
+async fn read_json<T: DeserializeOwned>(body: Body) -> Result<T, Failure> {
+    let bytes = Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.downcast_ref::<LengthLimitError>().is_some() {
+                Failure::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payloadTooLarge",
+                    format!("the body exceeds {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "badRequest",
+                    format!("reading the body failed: {error}"),
+                )
+            }
+        })?
+        .to_bytes();
+    decode_json(&bytes)
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "badRequest", e.to_string()))
+}
+
+/// Decodes a JSON request body (`ConfigureRequest`, `SubscriptionRequest`); a failure is answered
+/// 400 with serde's message, which names the problem and its position. Public for the fuzz
+/// targets of these decoders (`fuzz/fuzz_targets/cliserver_*.rs`).
+pub fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(body)
 }
 
 fn post_params() -> PostParams {
@@ -344,11 +459,11 @@ type PodPath = Path<(String, String)>;
 async fn post_configuration(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    credentials: Credentials,
+    body: Body,
 ) -> Result<Response, Failure> {
-    let live = authorize(&state, &headers, &namespace, &pod).await?;
-    let request: ConfigureRequest = decode(body)?;
+    let live = authorize(&state, &credentials, &namespace, &pod).await?.pod;
+    let request: ConfigureRequest = read_json(body).await?;
     let owner = owner::configuration_owner(&live).map_err(|message| {
         Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "noStatefulSet", message)
     })?;
@@ -395,9 +510,9 @@ async fn post_configuration(
 async fn get_configuration(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers, &namespace, &pod).await?;
+    authorize(&state, &credentials, &namespace, &pod).await?;
     let cr = configurations(&state, &namespace)
         .get_opt(&pod)
         .await?
@@ -418,9 +533,9 @@ fn no_subscription(namespace: &str, pod: &str) -> Failure {
 async fn delete_configuration(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers, &namespace, &pod).await?;
+    authorize(&state, &credentials, &namespace, &pod).await?;
     match configurations(&state, &namespace)
         .delete(&pod, &DeleteParams::default())
         .await
@@ -437,9 +552,9 @@ async fn delete_configuration(
 async fn get_status(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers, &namespace, &pod).await?;
+    authorize(&state, &credentials, &namespace, &pod).await?;
     let cr = configurations(&state, &namespace)
         .get_opt(&pod)
         .await?
@@ -450,19 +565,35 @@ async fn get_status(
 async fn watch_status(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
+    credentials: Credentials,
     draining: Option<Extension<Draining>>,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers, &namespace, &pod).await?;
+    let authorized = authorize(&state, &credentials, &namespace, &pod).await?;
+    // Held by the stream: dropped when it ends or the client goes away.
+    let slot = state.watches.open(&namespace, &pod).map_err(|open| {
+        Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "tooManyWatches",
+            format!(
+                "pod {namespace}/{pod} has {open} status watches open, the most allowed; close one first"
+            ),
+        )
+    })?;
     let api = configurations(&state, &namespace);
     // A 404 up front, rather than an empty stream, when there is nothing to watch.
     if api.get_opt(&pod).await?.is_none() {
         return Err(no_configuration(&namespace, &pod));
     }
+    let lifetime = watches::lifetime(SystemTime::now(), authorized.token_end, state.max_watch);
+    tracing::debug!(namespace, pod, ?lifetime, "status watch opened");
     let draining = draining.map_or_else(CancellationToken::new, |Extension(d)| d.0);
     let lines = status::watch(api, namespace, &pod)
         .take_until(draining.cancelled_owned())
-        .map(|answer| {
+        // The caller's token ends (or the longest watch is over): it reconnects with its
+        // current token, which is reviewed again.
+        .take_until(tokio::time::sleep(lifetime))
+        .map(move |answer| {
+            let _held = &slot;
             let mut line = serde_json::to_vec(&answer)?;
             line.push(b'\n');
             Ok::<_, serde_json::Error>(Bytes::from(line))
@@ -480,11 +611,11 @@ async fn watch_status(
 async fn put_subscription(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    credentials: Credentials,
+    body: Body,
 ) -> Result<Response, Failure> {
-    let live = authorize(&state, &headers, &namespace, &pod).await?;
-    let request: SubscriptionRequest = decode(body)?;
+    let live = authorize(&state, &credentials, &namespace, &pod).await?.pod;
+    let request: SubscriptionRequest = read_json(body).await?;
     let spec = subscription::spec(&pod, &request).map_err(Failure::invalid)?;
     let replicaset = match owner::replicaset_to_read(&live) {
         Some(name) => {
@@ -529,9 +660,9 @@ async fn put_subscription(
 async fn get_subscription(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers, &namespace, &pod).await?;
+    authorize(&state, &credentials, &namespace, &pod).await?;
     let care = cares(&state, &namespace)
         .get_opt(&pod)
         .await?
@@ -542,9 +673,9 @@ async fn get_subscription(
 async fn delete_subscription(
     State(state): State<AppState>,
     Path((namespace, pod)): PodPath,
-    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, Failure> {
-    authorize(&state, &headers, &namespace, &pod).await?;
+    authorize(&state, &credentials, &namespace, &pod).await?;
     match cares(&state, &namespace)
         .delete(&pod, &DeleteParams::default())
         .await
@@ -585,6 +716,115 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_api::{AUDIENCE, FakeApi, GOOD_TOKEN};
+    use axum::http::HeaderMap;
+    use tower::ServiceExt;
+
+    const X0: &str = "/v1/namespaces/team/pods/x-0";
+
+    fn app(api: &FakeApi) -> Router {
+        router(AppState::new(
+            api.client.clone(),
+            Settings {
+                audience: Some(AUDIENCE.into()),
+                auth_failures_per_minute: 2,
+                ..Settings::default()
+            },
+        ))
+    }
+
+    /// A request whose body never ends: reading it would hang the handler.
+    fn endless(method: Method, path: &str, token: Option<&str>) -> Request {
+        let body = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder.body(body).unwrap()
+    }
+
+    async fn answer(app: &Router, request: Request) -> (StatusCode, HeaderMap, ErrorBody) {
+        // A deadline, not a pause: the answer must not wait for the endless body.
+        let response = tokio::time::timeout(Duration::from_secs(30), app.clone().oneshot(request))
+            .await
+            .expect("answered without reading the body")
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&body).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn callers_are_refused_before_their_body_is_read() {
+        let api = FakeApi::start();
+        let app = app(&api);
+        let configuration = format!("{X0}/configuration");
+        let subscription = "/v1/namespaces/team/pods/x-1/subscription";
+        let (status, headers, _) = answer(&app, endless(Method::POST, &configuration, None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        let (status, _, _) =
+            answer(&app, endless(Method::POST, &configuration, Some("forged"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        // A valid token of x-0 on x-1's path.
+        let (status, _, _) =
+            answer(&app, endless(Method::PUT, subscription, Some(GOOD_TOKEN))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn a_source_that_keeps_failing_gets_429_with_the_wait() {
+        let api = FakeApi::start();
+        let app = app(&api);
+        let status_path = format!("{X0}/status");
+        for token in ["bad-1", "bad-2"] {
+            let (status, _, _) =
+                answer(&app, endless(Method::GET, &status_path, Some(token))).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        let (status, headers, body) =
+            answer(&app, endless(Method::GET, &status_path, Some("bad-3"))).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(body.errors[0].code, "tooManyFailures");
+        let wait: u64 = headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert_eq!(api.reviews(), 2, "the throttled request cost no review");
+    }
+
+    #[tokio::test]
+    async fn an_authorized_body_is_read_up_to_the_limit() {
+        let api = FakeApi::start();
+        let app = app(&api);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{X0}/configuration"))
+            .header(header::AUTHORIZATION, format!("Bearer {GOOD_TOKEN}"))
+            .body(Body::from(vec![b' '; MAX_BODY_BYTES + 1]))
+            .unwrap();
+        let (status, _, body) = answer(&app, request).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body.errors[0].code, "payloadTooLarge");
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{X0}/configuration"))
+            .header(header::AUTHORIZATION, format!("Bearer {GOOD_TOKEN}"))
+            .body(Body::from(r#"{"add": {}, "delete": []}"#))
+            .unwrap();
+        let (status, _, body) = answer(&app, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.errors[0].message.contains("unknown field `delete`"));
+    }
 
     #[test]
     fn failures_map_to_statuses_and_challenge_on_401() {
@@ -597,5 +837,11 @@ mod tests {
         let forbidden = Failure::from(Denied::Forbidden("no".into())).into_response();
         assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
         assert!(forbidden.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let throttled = Failure {
+            retry_after: Some(Duration::from_millis(2500)),
+            ..Failure::new(StatusCode::TOO_MANY_REQUESTS, "tooManyFailures", "wait")
+        }
+        .into_response();
+        assert_eq!(throttled.headers()[header::RETRY_AFTER], "3", "rounded up");
     }
 }

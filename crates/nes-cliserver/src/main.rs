@@ -2,10 +2,11 @@
 #![recursion_limit = "256"]
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use nes_cliserver::{AppState, Settings};
+use nes_cliserver::{AppState, Settings, auth, watches};
 use operator_core::cli::{LogFormat, init_tracing};
 
 /// Lets applications change their own pod's network configuration and subscribe to network
@@ -23,6 +24,35 @@ struct Cli {
     /// Seconds a successful TokenReview is reused (0 = review every request).
     #[arg(long, env = "NES_CLISERVER_REVIEW_CACHE_SECONDS", default_value_t = 10)]
     review_cache_seconds: u64,
+    /// Seconds a refused token is answered 401 without a TokenReview (0 = review every time).
+    #[arg(
+        long,
+        env = "NES_CLISERVER_NEGATIVE_REVIEW_CACHE_SECONDS",
+        default_value_t = auth::DEFAULT_NEGATIVE_CACHE_TTL.as_secs()
+    )]
+    negative_review_cache_seconds: u64,
+    /// Failed authentications a source address may cause per minute (and in a burst) before
+    /// its requests that need a TokenReview are answered 429 (0 = no limit).
+    #[arg(
+        long,
+        env = "NES_CLISERVER_AUTH_FAILURES_PER_MINUTE",
+        default_value_t = auth::DEFAULT_FAILURES_PER_MINUTE
+    )]
+    auth_failures_per_minute: u32,
+    /// Status watches a pod may hold open at once (at least 1).
+    #[arg(
+        long,
+        env = "NES_CLISERVER_MAX_WATCHES_PER_POD",
+        default_value_t = watches::DEFAULT_MAX_PER_POD
+    )]
+    max_watches_per_pod: usize,
+    /// Seconds a status watch stays open at most; it also ends when the caller's token does.
+    #[arg(
+        long,
+        env = "NES_CLISERVER_MAX_WATCH_SECONDS",
+        default_value_t = watches::DEFAULT_MAX_LIFETIME.as_secs()
+    )]
+    max_watch_seconds: u64,
     /// Log format.
     #[arg(long, env = "KUBECREW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -42,7 +72,11 @@ async fn main() -> anyhow::Result<()> {
         client,
         Settings {
             audience: cli.audience,
-            review_cache_ttl: std::time::Duration::from_secs(cli.review_cache_seconds),
+            review_cache_ttl: Duration::from_secs(cli.review_cache_seconds),
+            negative_review_cache_ttl: Duration::from_secs(cli.negative_review_cache_seconds),
+            auth_failures_per_minute: cli.auth_failures_per_minute,
+            max_watches_per_pod: cli.max_watches_per_pod,
+            max_watch: Duration::from_secs(cli.max_watch_seconds),
         },
     );
     let listener = tokio::net::TcpListener::bind(cli.listen)

@@ -2,7 +2,20 @@
 
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+/// How a token check was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// From the cache of accepted tokens.
+    Hit,
+    /// From the cache of refused tokens.
+    NegativeHit,
+    /// By a TokenReview.
+    Miss,
+}
 
 /// The server's metrics. Cheap to clone; clones share the series.
 #[derive(Clone)]
@@ -11,6 +24,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     review_seconds: HistogramVec,
     review_cache: IntCounterVec,
+    auth_throttled: IntCounter,
+    watches: IntGauge,
 }
 
 impl Default for Metrics {
@@ -45,15 +60,24 @@ impl Metrics {
         let review_cache = IntCounterVec::new(
             Opts::new(
                 "nes_cliserver_tokenreview_cache_total",
-                "Token checks answered from the review cache (hit) or by a TokenReview (miss)",
+                "Token checks answered from the cache of accepted tokens (hit), of refused tokens (negative_hit), or by a TokenReview (miss)",
             ),
             &["result"],
         )
         .expect("valid metric definition");
+        let auth_throttled = IntCounter::new(
+            "nes_cliserver_auth_throttled_total",
+            "Requests answered 429 because their source failed authentication too often",
+        )
+        .expect("valid metric definition");
+        let watches = IntGauge::new("nes_cliserver_status_watches", "Status watches open now")
+            .expect("valid metric definition");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(review_seconds.clone()),
             Box::new(review_cache.clone()),
+            Box::new(auth_throttled.clone()),
+            Box::new(watches.clone()),
         ] {
             registry
                 .register(collector)
@@ -64,6 +88,8 @@ impl Metrics {
             requests,
             review_seconds,
             review_cache,
+            auth_throttled,
+            watches,
         }
     }
 
@@ -81,11 +107,24 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts one cache lookup.
-    pub fn review_cache(&self, hit: bool) {
-        self.review_cache
-            .with_label_values(&[if hit { "hit" } else { "miss" }])
-            .inc();
+    /// Counts one token check.
+    pub fn review_cache(&self, result: CacheResult) {
+        let label = match result {
+            CacheResult::Hit => "hit",
+            CacheResult::NegativeHit => "negative_hit",
+            CacheResult::Miss => "miss",
+        };
+        self.review_cache.with_label_values(&[label]).inc();
+    }
+
+    /// Counts one request refused for its source's failed authentications.
+    pub fn auth_throttled(&self) {
+        self.auth_throttled.inc();
+    }
+
+    /// The gauge of open status watches.
+    pub fn watches(&self) -> IntGauge {
+        self.watches.clone()
     }
 
     /// The Prometheus text exposition.
@@ -106,7 +145,10 @@ mod tests {
         let metrics = Metrics::new();
         metrics.request("/v1/namespaces/{namespace}/pods/{pod}/status", 403);
         metrics.observe_review(Duration::from_millis(3));
-        metrics.review_cache(true);
+        metrics.review_cache(CacheResult::Hit);
+        metrics.review_cache(CacheResult::NegativeHit);
+        metrics.auth_throttled();
+        metrics.watches().inc();
         let text = metrics.text();
         assert!(
             text.contains(
@@ -116,5 +158,8 @@ mod tests {
         );
         assert!(text.contains("nes_cliserver_tokenreview_duration_seconds_count 1"));
         assert!(text.contains(r#"nes_cliserver_tokenreview_cache_total{result="hit"} 1"#));
+        assert!(text.contains(r#"nes_cliserver_tokenreview_cache_total{result="negative_hit"} 1"#));
+        assert!(text.contains("nes_cliserver_auth_throttled_total 1"));
+        assert!(text.contains("nes_cliserver_status_watches 1"));
     }
 }

@@ -40,6 +40,9 @@ fn error_description(code: u16) -> &'static str {
         409 => "The resource kept changing under concurrent writes",
         413 => "The body is too large",
         422 => "The request is invalid; one error per problem, with its field path",
+        429 => {
+            "Too many failed authentications from this address (see Retry-After), or, for a watch, too many open watches of the pod"
+        }
         503 => "The Kubernetes API (or TokenReview) is unavailable",
         _ => "Error",
     }
@@ -63,7 +66,7 @@ pub fn document() -> Value {
                 "The resulting configuration",
                 Some(json_content(&configuration)),
             ),
-            errors: &[400, 401, 403, 409, 413, 422, 503],
+            errors: &[400, 401, 403, 409, 413, 422, 429, 503],
         },
         Operation {
             path: routes::CONFIGURATION,
@@ -71,7 +74,7 @@ pub fn document() -> Value {
             summary: "The pod's configuration",
             body: None,
             ok: (200, "The configuration", Some(json_content(&configuration))),
-            errors: &[401, 403, 404, 503],
+            errors: &[401, 403, 404, 429, 503],
         },
         Operation {
             path: routes::CONFIGURATION,
@@ -79,7 +82,7 @@ pub fn document() -> Value {
             summary: "Delete the pod's NetworkConfiguration",
             body: None,
             ok: (204, "Deleted", None),
-            errors: &[401, 403, 404, 503],
+            errors: &[401, 403, 404, 429, 503],
         },
         Operation {
             path: routes::STATUS,
@@ -87,7 +90,7 @@ pub fn document() -> Value {
             summary: "The configuration status recorded by nes-manager",
             body: None,
             ok: (200, "The status", Some(json_content(&status))),
-            errors: &[401, 403, 404, 503],
+            errors: &[401, 403, 404, 429, 503],
         },
         Operation {
             path: routes::STATUS_WATCH,
@@ -99,7 +102,7 @@ pub fn document() -> Value {
                 "A stream of status objects (NDJSON)",
                 Some(json!({"application/x-ndjson": {"schema": &status}})),
             ),
-            errors: &[401, 403, 404, 503],
+            errors: &[401, 403, 404, 429, 503],
         },
         Operation {
             path: routes::SUBSCRIPTION,
@@ -107,7 +110,7 @@ pub fn document() -> Value {
             summary: "Create or replace the pod's subscription (NetworkCare)",
             body: Some(schema::<SubscriptionRequest>(&mut generator)),
             ok: (200, "The subscription", Some(json_content(&subscription))),
-            errors: &[400, 401, 403, 409, 413, 422, 503],
+            errors: &[400, 401, 403, 409, 413, 422, 429, 503],
         },
         Operation {
             path: routes::SUBSCRIPTION,
@@ -115,7 +118,7 @@ pub fn document() -> Value {
             summary: "The pod's subscription and its delivery counters",
             body: None,
             ok: (200, "The subscription", Some(json_content(&subscription))),
-            errors: &[401, 403, 404, 503],
+            errors: &[401, 403, 404, 429, 503],
         },
         Operation {
             path: routes::SUBSCRIPTION,
@@ -123,7 +126,7 @@ pub fn document() -> Value {
             summary: "Delete the pod's subscription",
             body: None,
             ok: (204, "Deleted", None),
-            errors: &[401, 403, 404, 503],
+            errors: &[401, 403, 404, 429, 503],
         },
     ];
 

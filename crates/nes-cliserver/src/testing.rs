@@ -49,6 +49,11 @@ pub struct Fixture {
 impl Fixture {
     /// Starts everything in a new namespace and waits for the pods `x-0` and `x-1`.
     pub async fn start() -> Fixture {
+        Fixture::start_with(Settings::default()).await
+    }
+
+    /// [`Fixture::start`] with the server's `settings` (the audience is always [`AUDIENCE`]).
+    pub async fn start_with(settings: Settings) -> Fixture {
         let env = TestEnv::new("nes-cliserver").await;
         let namespace = env.namespace().to_owned();
         let client = env.client();
@@ -94,7 +99,7 @@ impl Fixture {
             client.clone(),
             Settings {
                 audience: Some(AUDIENCE.into()),
-                ..Settings::default()
+                ..settings
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -118,10 +123,15 @@ impl Fixture {
 
     /// A token of ServiceAccount `app` bound to `pod`, for [`AUDIENCE`].
     pub async fn token(&self, pod: &str) -> String {
+        self.token_for(pod, AUDIENCE).await
+    }
+
+    /// A token of ServiceAccount `app` bound to `pod`, for `audience`.
+    pub async fn token_for(&self, pod: &str, audience: &str) -> String {
         let request = TokenRequest {
             metadata: Default::default(),
             spec: TokenRequestSpec {
-                audiences: vec![AUDIENCE.into()],
+                audiences: vec![audience.into()],
                 bound_object_ref: Some(BoundObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Pod".into()),

@@ -11,10 +11,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use nes_api::cli::{ConfigurationResponse, ErrorBody, StatusResponse, SubscriptionResponse};
 use nes_api::crd::{NetworkCare, NetworkConfiguration};
+use nes_cliserver::Settings;
 use nes_cliserver::testing::{COLLECTION_TIMEOUT, Fixture, STATEFULSET, TIMEOUT};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use testkit::eventually;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn http() -> reqwest::Client {
     reqwest::Client::new()
@@ -201,8 +203,17 @@ async fn only_the_pods_own_token_is_accepted() {
             .message
             .contains("missing bearer token")
     );
-    let garbage = post(&url, Some("not-a-token"), replace).await;
+    let garbage = post(&url, Some("not-a-token"), replace.clone()).await;
     assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
+    let elsewhere = f.token_for("x-0", "another-service").await;
+    let misdirected = post(&url, Some(&elsewhere), replace).await;
+    assert_eq!(misdirected.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        errors(misdirected).await.errors[0]
+            .message
+            .contains("audience"),
+        "the API server's reason names the audience"
+    );
 
     // A pod that is not of a StatefulSet can authenticate but has no configuration.
     let pods: Api<Pod> = Api::namespaced(f.client.clone(), &f.namespace);
@@ -424,6 +435,173 @@ async fn status_and_its_watch_follow_the_managers_writes() {
     // Shutting the server down ends the stream cleanly.
     f.stop_server().await;
     assert!(next_status(&mut lines).await.is_none(), "stream ended");
+    f.shutdown().await;
+}
+
+/// Sends a request whose headers announce a 1 MiB body but only its first byte, and returns the
+/// status line of the answer: the server must answer without waiting for the rest.
+async fn status_line_without_the_body(f: &Fixture, path: &str, token: &str) -> String {
+    let address = f.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    tokio::time::timeout(TIMEOUT, async {
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "the server closed the connection without answering");
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await
+    .expect("an answer before the body was sent");
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics_text(f: &Fixture) -> String {
+    http()
+        .get(format!("{}/metrics", f.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_callers_cost_little_and_are_throttled() {
+    let f = Fixture::start_with(Settings {
+        auth_failures_per_minute: 3,
+        ..Settings::default()
+    })
+    .await;
+    let own = f.token("x-0").await;
+    let other = f.token("x-1").await;
+    let url = format!("{}/configuration", f.pod_url("x-0"));
+    let path = url.trim_start_matches(&f.url).to_owned();
+    // The pod's own token, reviewed once and cached.
+    let got = http().get(&url).bearer_auth(&own).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::NOT_FOUND, "no configuration yet");
+
+    // Refused before the body: a garbage token (failure 1), and x-1's valid token.
+    let refused = status_line_without_the_body(&f, &path, "garbage-1").await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    let forbidden = status_line_without_the_body(&f, &path, &other).await;
+    assert!(forbidden.starts_with("HTTP/1.1 403"), "{forbidden}");
+
+    // The same refused token again is answered from the negative cache.
+    let again = post(&url, Some("garbage-1"), json!({})).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    let text = metrics_text(&f).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"nes_cliserver_tokenreview_cache_total{result="negative_hit"}"#
+        ),
+        1.0
+    );
+
+    // Failures 2 and 3 use up the budget; the next new token is refused without a review.
+    for token in ["garbage-2", "garbage-3"] {
+        let answer = post(&url, Some(token), json!({})).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    let reviews = metric(
+        &metrics_text(&f).await,
+        "nes_cliserver_tokenreview_duration_seconds_count",
+    );
+    let throttled = post(&url, Some("garbage-4"), json!({})).await;
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&wait), "retry after {wait} s");
+    assert_eq!(errors(throttled).await.errors[0].code, "tooManyFailures");
+    let text = metrics_text(&f).await;
+    assert_eq!(
+        metric(&text, "nes_cliserver_tokenreview_duration_seconds_count"),
+        reviews,
+        "no TokenReview for a throttled request"
+    );
+    assert_eq!(metric(&text, "nes_cliserver_auth_throttled_total"), 1.0);
+
+    // The pod's own token, still cached, is served.
+    let got = http().get(&url).bearer_auth(&own).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::NOT_FOUND);
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_are_capped_per_pod_and_end_in_time() {
+    const MAX_WATCH: Duration = Duration::from_secs(5);
+    let f = Fixture::start_with(Settings {
+        max_watches_per_pod: 2,
+        max_watch: MAX_WATCH,
+        ..Settings::default()
+    })
+    .await;
+    let token = f.token("x-0").await;
+    // A real token ends when its claims say: about an hour from now (TokenRequest's default).
+    let end = nes_cliserver::claims::token_end(&token).expect("the token's expiry");
+    let left = end
+        .duration_since(std::time::SystemTime::now())
+        .expect("in the future");
+    assert!(
+        left > Duration::from_secs(600) && left <= Duration::from_secs(3600),
+        "{left:?}"
+    );
+
+    let configured = post(
+        &format!("{}/configuration", f.pod_url("x-0")),
+        Some(&token),
+        json!({"add": {"addresses": [{"interface": "eth0", "cidr": "10.1.0.5/24"}]}}),
+    )
+    .await;
+    assert_eq!(configured.status(), StatusCode::OK);
+    let watch_url = format!("{}/status/watch", f.pod_url("x-0"));
+    let open = || async {
+        http()
+            .get(&watch_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut first = lines(open().await);
+    let mut second = lines(open().await);
+    assert!(next_status(&mut first).await.is_some());
+    assert!(next_status(&mut second).await.is_some());
+    let third = open().await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(errors(third).await.errors[0].code, "tooManyWatches");
+    assert_eq!(
+        metric(&metrics_text(&f).await, "nes_cliserver_status_watches"),
+        2.0
+    );
+
+    // Both end by themselves (here at the 5 s maximum; a token's end works the same way).
+    assert!(next_status(&mut first).await.is_none(), "the watch ended");
+    assert!(next_status(&mut second).await.is_none(), "the watch ended");
+    eventually("the watch places are free", TIMEOUT, || async {
+        (metric(&metrics_text(&f).await, "nes_cliserver_status_watches") == 0.0).then_some(())
+    })
+    .await;
+    let again = open().await;
+    assert_eq!(again.status(), StatusCode::OK);
     f.shutdown().await;
 }
 

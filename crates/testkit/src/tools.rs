@@ -32,6 +32,9 @@ pub const PYTHON_PACKAGES: &[&str] = &[
 /// The Kafka-compatible broker the tests run, pinned.
 pub const TANSU_VERSION: &str = "0.6.0";
 
+/// cargo-fuzz, pinned: `cargo xtask fuzz` builds and runs the fuzz targets of `fuzz/` with it.
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -191,6 +194,68 @@ pub fn tansu() -> Result<PathBuf, ToolError> {
                 .env_remove("CARGO_TARGET_DIR"),
         )?;
         Ok(binary)
+    })
+}
+
+/// `cargo-fuzz` [`CARGO_FUZZ_VERSION`], installed once with `cargo install` into
+/// `<tools>/cargo-fuzz-<version>` (about a minute on 2 cores), like [`tansu`].
+pub fn cargo_fuzz() -> Result<PathBuf, ToolError> {
+    locked("cargo-fuzz", || {
+        let root = tools_dir().join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
+        let binary = root.join("bin").join("cargo-fuzz");
+        if binary.is_file() {
+            return Ok(binary);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run_with_progress(
+            &format!("cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install)"),
+            "cargo-fuzz",
+            Command::new(cargo)
+                .args(["install", "cargo-fuzz", "--locked"])
+                .args(["--version", CARGO_FUZZ_VERSION])
+                .arg("--root")
+                .arg(&root)
+                // Build in cargo's temporary directory, not the caller's target directory.
+                .env_remove("CARGO_TARGET_DIR"),
+        )?;
+        Ok(binary)
+    })
+}
+
+/// The C++ compiler the `cc` crate will use (`CXX`, else `c++` on PATH), which libfuzzer-sys
+/// needs to build libFuzzer for `cargo xtask fuzz`. Installed with apt-get (`g++`) when missing
+/// and running as root (CI); otherwise an error saying how to install it.
+pub fn cxx() -> Result<PathBuf, ToolError> {
+    let find = || {
+        if let Some(cxx) = std::env::var_os("CXX").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(cxx));
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|p| p.join("c++"))
+            .find(|p| p.is_file())
+    };
+    if let Some(cxx) = find() {
+        return Ok(cxx);
+    }
+    say("no C++ compiler (c++) found: installing g++ with apt-get");
+    for args in [
+        &["install", "-y", "-q", "g++"][..],
+        // A stale package index is the usual cause of a failure on a fresh machine.
+        &["update", "-q"][..],
+        &["install", "-y", "-q", "g++"][..],
+    ] {
+        if find().is_some() {
+            break;
+        }
+        let _ = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    }
+    find().ok_or_else(|| ToolError::Command {
+        what: "installing a C++ compiler".into(),
+        detail: "`c++` is not installed and apt-get could not install g++; install g++ or clang, or set CXX".into(),
     })
 }
 
